@@ -1,0 +1,6 @@
+//! Password hashing and random tokens.
+
+pub mod hasher;
+pub mod tokens;
+
+pub use hasher::{HashError, PasswordHasher, Verification};

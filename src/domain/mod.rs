@@ -1,0 +1,15 @@
+//! Pure values and rules: no I/O, no async, no clock reads. Every rule of the password
+//! policy lives in [`password`]; who may do what lives in [`role`].
+
+pub mod account;
+pub mod email;
+pub mod password;
+pub mod role;
+pub mod session;
+pub mod secret;
+
+pub use account::{Agency, AgencyId, StaffAccount, StaffId, StaffStatus};
+pub use email::EmailAddress;
+pub use password::{Password, PasswordKind, PasswordPolicy, Violation};
+pub use role::Role;
+pub use secret::Secret;

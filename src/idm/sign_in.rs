@@ -1,0 +1,167 @@
+//! Password sign-in.
+//!
+//! ```text
+//!  email + password ─▶ throttled? ──yes──▶ Throttled (429)
+//!                         │ no
+//!                         ▼
+//!            verify (stored hash, or the dummy hash for an unknown email)
+//!                 │ mismatch ──▶ count failure ──▶ InvalidCredentials (401)
+//!                 ▼ match
+//!      disabled? ─▶ AccountDisabled     temporary & expired? ─▶ TemporaryPasswordExpired
+//!                 ▼
+//!      temporary ─▶ session PasswordChangeRequired     chosen ─▶ session Full
+//! ```
+//! An unknown email walks the same path as a wrong password: same throttle keys, one
+//! argon2 verification, same error.
+
+use crate::crypto::Verification;
+use crate::crypto::tokens;
+use crate::domain::account::PasswordState;
+use crate::domain::session::{AuthMethod, SessionKind};
+use crate::domain::{EmailAddress, Password};
+
+use super::ports::AuditEvent;
+use super::sessions::NewSession;
+use super::{Idm, IdmError, RequestContext};
+
+/// How long a failure streak is remembered.
+const FAILURE_MEMORY_SECONDS: i64 = 24 * 3600;
+
+pub(crate) fn account_throttle_key(email: &str) -> String {
+    format!("fail:acct:{}", tokens::digest(&email.trim().to_lowercase()))
+}
+
+fn ip_throttle_key(ip: &str) -> String {
+    format!("fail:ip:{ip}")
+}
+
+impl Idm {
+    /// Seconds until the account key may try again, or 0.
+    pub(crate) async fn account_wait(&self, key: &str, now: i64) -> Result<u64, IdmError> {
+        let failures = self.counters.failures(key).await?;
+        let free = self.rules.account_free_failures;
+        if failures.count < free {
+            return Ok(0);
+        }
+        let doublings = (failures.count - free).min(30);
+        let delay = self
+            .rules
+            .account_delay_initial_seconds
+            .saturating_mul(1_i64 << doublings)
+            .min(self.rules.account_delay_max_seconds);
+        let ready_at = failures.last_at + delay;
+        Ok(u64::try_from(ready_at - now).unwrap_or(0))
+    }
+
+    pub async fn sign_in(
+        &self,
+        email_input: &str,
+        password_input: &str,
+        resume_to: Option<String>,
+        context: &RequestContext,
+    ) -> Result<NewSession, IdmError> {
+        let now = context.now;
+        let password = Password::new(password_input);
+        if !self.policy.within_max_length(&password) {
+            // No stored password can be this long; refuse before any hashing.
+            return Err(IdmError::InvalidCredentials);
+        }
+        let ip_key = ip_throttle_key(&context.ip);
+        if self.counters.count(&ip_key).await? >= self.rules.ip_max_failures {
+            return Err(IdmError::Throttled {
+                retry_after: u64::try_from(self.rules.ip_window_seconds).unwrap_or(60),
+            });
+        }
+        let email = EmailAddress::parse(email_input).ok();
+        let account_key =
+            account_throttle_key(email.as_ref().map_or(email_input, EmailAddress::as_str));
+        let wait = self.account_wait(&account_key, now).await?;
+        if wait > 0 {
+            return Err(IdmError::Throttled { retry_after: wait });
+        }
+
+        let account = match &email {
+            Some(email) => self.directory.staff_by_email(email).await?,
+            None => None,
+        };
+        let stored = account.as_ref().and_then(|a| a.password_hash.as_deref());
+        let verification = self.hasher.verify(&password, stored).await?;
+
+        let (Verification::Match { needs_rehash }, Some(account)) = (verification, account.clone())
+        else {
+            self.counters
+                .add_failure(&account_key, now, FAILURE_MEMORY_SECONDS)
+                .await?;
+            self.counters
+                .hit(&ip_key, self.rules.ip_window_seconds)
+                .await?;
+            if let Some(account) = account {
+                self.audit(AuditEvent {
+                    agency_id: Some(account.agency_id.clone()),
+                    at: now,
+                    event: "sign_in_failed",
+                    actor: None,
+                    subject: Some(account.id.clone()),
+                    ip: context.ip.clone(),
+                    detail: "method=password".into(),
+                })
+                .await;
+            }
+            tracing::info!(ip = %context.ip, "sign-in refused: wrong email or password");
+            return Err(IdmError::InvalidCredentials);
+        };
+        self.counters.clear(&account_key).await?;
+
+        if !account.is_active() {
+            return Err(IdmError::AccountDisabled);
+        }
+        let kind = match account.password_state {
+            PasswordState::Temporary { expires_at } if now >= expires_at => {
+                self.audit(AuditEvent {
+                    agency_id: Some(account.agency_id.clone()),
+                    at: now,
+                    event: "sign_in_refused_temporary_expired",
+                    actor: None,
+                    subject: Some(account.id.clone()),
+                    ip: context.ip.clone(),
+                    detail: String::new(),
+                })
+                .await;
+                return Err(IdmError::TemporaryPasswordExpired);
+            }
+            PasswordState::Temporary { .. } => SessionKind::PasswordChangeRequired,
+            PasswordState::Chosen | PasswordState::None => SessionKind::Full,
+        };
+        if needs_rehash {
+            if let (Some(old), Ok(new)) = (stored, self.hasher.hash(&password).await) {
+                if let Err(err) = self.directory.upgrade_hash(&account.id, old, &new).await {
+                    tracing::warn!(account = %account.id, error = %err, "hash upgrade failed");
+                }
+            }
+        }
+        if kind == SessionKind::PasswordChangeRequired {
+            // A temporary password opens one change session at a time.
+            self.revoke_all_sessions_of(&account.id, None).await?;
+        }
+        let session = self
+            .start_session(&account, kind, AuthMethod::Password, resume_to, context)
+            .await?;
+        self.audit(AuditEvent {
+            agency_id: Some(account.agency_id.clone()),
+            at: now,
+            event: "sign_in_succeeded",
+            actor: Some(account.id.clone()),
+            subject: Some(account.id.clone()),
+            ip: context.ip.clone(),
+            detail: match kind {
+                SessionKind::Full => "method=password".into(),
+                SessionKind::PasswordChangeRequired => {
+                    "method=password temporary=true".into()
+                }
+            },
+        })
+        .await;
+        tracing::info!(account = %account.id, "signed in");
+        Ok(session)
+    }
+}
