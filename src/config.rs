@@ -195,12 +195,13 @@ impl Settings {
                 table.insert(key, typed);
             }
         }
-        let settings: Settings = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                origin: "settings".into(),
-                message: e.to_string(),
-            })?;
+        let settings: Settings =
+            toml::Value::Table(merged)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    origin: "settings".into(),
+                    message: e.to_string(),
+                })?;
         settings.check()?;
         Ok(settings)
     }
@@ -383,8 +384,8 @@ mod tests {
         let err = Settings::from_layers(Some(("site.toml", "[server]\nbnd = \"x\"\n")), env(&[]))
             .unwrap_err();
         assert!(err.to_string().contains("server.bnd"), "{err}");
-        let err = Settings::from_layers(Some(("site.toml", "[nope]\na = 1\n")), env(&[]))
-            .unwrap_err();
+        let err =
+            Settings::from_layers(Some(("site.toml", "[nope]\na = 1\n")), env(&[])).unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
         let err = Settings::from_layers(None, env(&[("LATCHKEY_SESSION_IDLE", "1")])).unwrap_err();
         assert!(err.to_string().contains("LATCHKEY_SESSION_IDLE"), "{err}");

@@ -86,7 +86,10 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn list_for_account(&self, account: &StaffId) -> PortResult<Vec<(String, SessionRecord)>> {
+    async fn list_for_account(
+        &self,
+        account: &StaffId,
+    ) -> PortResult<Vec<(String, SessionRecord)>> {
         self.with(|s| {
             let keys = s.index.get(&account.0).cloned().unwrap_or_default();
             let live: Vec<_> = keys
@@ -100,7 +103,11 @@ impl SessionStore for MemoryStore {
         })
     }
 
-    async fn remove_all_for_account(&self, account: &StaffId, keep: Option<&str>) -> PortResult<u64> {
+    async fn remove_all_for_account(
+        &self,
+        account: &StaffId,
+        keep: Option<&str>,
+    ) -> PortResult<u64> {
         self.with(|s| {
             let keys = s.index.remove(&account.0).unwrap_or_default();
             let mut removed = 0;

@@ -151,7 +151,10 @@ impl SessionStore for RedisStore {
             .map_err(unavailable)
     }
 
-    async fn list_for_account(&self, account: &StaffId) -> PortResult<Vec<(String, SessionRecord)>> {
+    async fn list_for_account(
+        &self,
+        account: &StaffId,
+    ) -> PortResult<Vec<(String, SessionRecord)>> {
         let mut conn = self.connection().await?;
         let index = self.index_key(account);
         let members: Vec<String> = conn.smembers(&index).await.map_err(unavailable)?;
@@ -178,7 +181,11 @@ impl SessionStore for RedisStore {
         Ok(live)
     }
 
-    async fn remove_all_for_account(&self, account: &StaffId, keep: Option<&str>) -> PortResult<u64> {
+    async fn remove_all_for_account(
+        &self,
+        account: &StaffId,
+        keep: Option<&str>,
+    ) -> PortResult<u64> {
         let mut conn = self.connection().await?;
         self.remove_all
             .key(self.index_key(account))
@@ -220,7 +227,10 @@ impl Counters for RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        Ok(FailureCount { count, last_at: now })
+        Ok(FailureCount {
+            count,
+            last_at: now,
+        })
     }
 
     async fn clear(&self, key: &str) -> PortResult<()> {

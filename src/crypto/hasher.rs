@@ -199,13 +199,22 @@ mod tests {
     async fn hashes_are_argon2id_phc_strings_that_verify() {
         let h = hasher(1024);
         let stored = h.hash(&Password::new("Password.1")).await.unwrap();
-        assert!(stored.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{stored}");
-        assert_eq!(
-            h.verify(&Password::new("Password.1"), Some(&stored)).await.unwrap(),
-            Verification::Match { needs_rehash: false }
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"),
+            "{stored}"
         );
         assert_eq!(
-            h.verify(&Password::new("password.1"), Some(&stored)).await.unwrap(),
+            h.verify(&Password::new("Password.1"), Some(&stored))
+                .await
+                .unwrap(),
+            Verification::Match {
+                needs_rehash: false
+            }
+        );
+        assert_eq!(
+            h.verify(&Password::new("password.1"), Some(&stored))
+                .await
+                .unwrap(),
             Verification::Mismatch
         );
     }
@@ -221,9 +230,15 @@ mod tests {
 
     #[tokio::test]
     async fn raised_parameters_ask_for_a_rehash() {
-        let old = hasher(1024).hash(&Password::new("Password.1")).await.unwrap();
+        let old = hasher(1024)
+            .hash(&Password::new("Password.1"))
+            .await
+            .unwrap();
         assert_eq!(
-            hasher(2048).verify(&Password::new("Password.1"), Some(&old)).await.unwrap(),
+            hasher(2048)
+                .verify(&Password::new("Password.1"), Some(&old))
+                .await
+                .unwrap(),
             Verification::Match { needs_rehash: true }
         );
     }
@@ -232,7 +247,9 @@ mod tests {
     async fn garbage_hashes_do_not_match() {
         let h = hasher(1024);
         assert_eq!(
-            h.verify(&Password::new("x"), Some("not a hash")).await.unwrap(),
+            h.verify(&Password::new("x"), Some("not a hash"))
+                .await
+                .unwrap(),
             Verification::Mismatch
         );
     }

@@ -88,7 +88,17 @@ mod tests {
 
     #[test]
     fn malformed_addresses_are_refused() {
-        for bad in ["", "   ", "nobody", "@x.com", "a@", "a@b", "a b@c.com", "a@.com", "a@c..com"] {
+        for bad in [
+            "",
+            "   ",
+            "nobody",
+            "@x.com",
+            "a@",
+            "a@b",
+            "a b@c.com",
+            "a@.com",
+            "a@c..com",
+        ] {
             assert!(EmailAddress::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert_eq!(

@@ -5,8 +5,8 @@ pub mod account;
 pub mod email;
 pub mod password;
 pub mod role;
-pub mod session;
 pub mod secret;
+pub mod session;
 
 pub use account::{Agency, AgencyId, StaffAccount, StaffId, StaffStatus};
 pub use email::EmailAddress;

@@ -76,9 +76,13 @@ impl Violation {
 
     pub fn message(&self) -> String {
         match self {
-            Self::TooShort { min } => format!("The password must be at least {min} characters long."),
+            Self::TooShort { min } => {
+                format!("The password must be at least {min} characters long.")
+            }
             Self::TooLong { max } => format!("The password must be at most {max} characters long."),
-            Self::MissingUppercase => "The password must include at least one capital letter.".into(),
+            Self::MissingUppercase => {
+                "The password must include at least one capital letter.".into()
+            }
             Self::MissingDigit => "The password must include at least one number.".into(),
             Self::MissingSymbol => {
                 "The password must include at least one symbol, such as , . ? ! @".into()
@@ -264,7 +268,10 @@ mod tests {
 
     #[test]
     fn the_help_article_example_is_a_valid_temporary_password() {
-        assert_eq!(check("Password.1", PasswordKind::Temporary, None), Vec::<&str>::new());
+        assert_eq!(
+            check("Password.1", PasswordKind::Temporary, None),
+            Vec::<&str>::new()
+        );
     }
 
     #[test]
@@ -275,14 +282,25 @@ mod tests {
         );
         assert_eq!(
             check("abc", PasswordKind::Chosen, None),
-            vec!["too_short", "missing_uppercase", "missing_digit", "missing_symbol"]
+            vec![
+                "too_short",
+                "missing_uppercase",
+                "missing_digit",
+                "missing_symbol"
+            ]
         );
     }
 
     #[test]
     fn unicode_capitals_digits_and_symbols_count() {
-        assert_eq!(check("Ärger-über٣", PasswordKind::Temporary, None), Vec::<&str>::new());
-        assert_eq!(check("ça va 1 ÉTÉ ?", PasswordKind::Chosen, None), Vec::<&str>::new());
+        assert_eq!(
+            check("Ärger-über٣", PasswordKind::Temporary, None),
+            Vec::<&str>::new()
+        );
+        assert_eq!(
+            check("ça va 1 ÉTÉ ?", PasswordKind::Chosen, None),
+            Vec::<&str>::new()
+        );
     }
 
     #[test]
@@ -297,7 +315,10 @@ mod tests {
     fn length_is_counted_in_nfc_characters() {
         // Seven "Å" written as A + combining ring are seven characters after NFC, plus "1.".
         let decomposed = format!("{}1.", "A\u{030A}".repeat(6));
-        assert_eq!(check(&decomposed, PasswordKind::Temporary, None), Vec::<&str>::new());
+        assert_eq!(
+            check(&decomposed, PasswordKind::Temporary, None),
+            Vec::<&str>::new()
+        );
         assert_eq!(Password::new(&decomposed).char_count(), 8);
         assert_eq!(Password::new("A\u{030A}"), Password::new("\u{00C5}"));
     }
@@ -323,7 +344,10 @@ mod tests {
         let long = format!("Aa1.{}", "x".repeat(253));
         assert_eq!(check(&long, PasswordKind::Chosen, None), vec!["too_long"]);
         let exact = format!("Aa1.{}", "x".repeat(252));
-        assert_eq!(check(&exact, PasswordKind::Chosen, None), Vec::<&str>::new());
+        assert_eq!(
+            check(&exact, PasswordKind::Chosen, None),
+            Vec::<&str>::new()
+        );
     }
 
     #[test]
@@ -335,8 +359,13 @@ mod tests {
             email: &email,
             current: None,
         };
-        assert!(p
-            .check(&Password::new("correct horse battery"), PasswordKind::Chosen, &context)
-            .is_ok());
+        assert!(
+            p.check(
+                &Password::new("correct horse battery"),
+                PasswordKind::Chosen,
+                &context
+            )
+            .is_ok()
+        );
     }
 }

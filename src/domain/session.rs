@@ -77,7 +77,6 @@ pub struct SessionRecord {
     pub resume_to: Option<String>,
 }
 
-
 impl SessionRecord {
     pub fn staff_id(&self) -> StaffId {
         StaffId(self.account_id.clone())

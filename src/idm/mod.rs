@@ -14,7 +14,9 @@ use tokio::sync::Notify;
 use crate::crypto::{HashError, PasswordHasher};
 use crate::domain::role::Denial;
 use crate::domain::{PasswordPolicy, Violation};
-use ports::{AuditEvent, AuditLog, Counters, Directory, MailComposer, MailQueue, PortError, SessionStore};
+use ports::{
+    AuditEvent, AuditLog, Counters, Directory, MailComposer, MailQueue, PortError, SessionStore,
+};
 
 /// What went wrong, in domain words. `http::error` maps each to a status and a page.
 #[derive(Debug, thiserror::Error)]

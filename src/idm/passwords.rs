@@ -35,10 +35,7 @@ pub struct NewPasswordForm<'a> {
 }
 
 impl Idm {
-    async fn account_and_agency(
-        &self,
-        id: &StaffId,
-    ) -> Result<(StaffAccount, Agency), IdmError> {
+    async fn account_and_agency(&self, id: &StaffId) -> Result<(StaffAccount, Agency), IdmError> {
         let account = self
             .directory
             .staff_by_id(id)
@@ -135,10 +132,10 @@ impl Idm {
             });
         }
         let forced = matches!(account.password_state, PasswordState::Temporary { .. });
-        if let PasswordState::Temporary { expires_at } = account.password_state {
-            if now >= expires_at {
-                return Err(IdmError::TemporaryPasswordExpired);
-            }
+        if let PasswordState::Temporary { expires_at } = account.password_state
+            && now >= expires_at
+        {
+            return Err(IdmError::TemporaryPasswordExpired);
         }
 
         let hash = self.hasher.hash(&new).await?;
@@ -162,7 +159,11 @@ impl Idm {
                         actor: Some(account.id.clone()),
                         subject: Some(account.id.clone()),
                         ip: context.ip.clone(),
-                        detail: if forced { "forced=true".into() } else { "forced=false".into() },
+                        detail: if forced {
+                            "forced=true".into()
+                        } else {
+                            "forced=false".into()
+                        },
                     },
                     notify: self.changed_mail(&account, &agency, now, how),
                 },
@@ -285,7 +286,10 @@ impl Idm {
         };
         let per_address = self
             .counters
-            .hit(&format!("reset:addr:{}", tokens::digest(email.as_str())), 3600)
+            .hit(
+                &format!("reset:addr:{}", tokens::digest(email.as_str())),
+                3600,
+            )
             .await?;
         let per_ip = self
             .counters

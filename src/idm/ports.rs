@@ -134,8 +134,12 @@ pub trait Directory: Send + Sync {
     async fn set_password(&self, account: &StaffId, change: &PasswordChange) -> PortResult<()>;
 
     /// Replaces a hash made with old parameters, unless the password changed meanwhile.
-    async fn upgrade_hash(&self, account: &StaffId, old_hash: &str, new_hash: &str)
-    -> PortResult<()>;
+    async fn upgrade_hash(
+        &self,
+        account: &StaffId,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> PortResult<()>;
 
     /// Stores a reset token digest and deletes the account's older tokens.
     async fn replace_reset_token(
@@ -174,8 +178,12 @@ pub trait AuditLog: Send + Sync {
 pub trait MailQueue: Send + Sync {
     async fn enqueue(&self, mail: &OutgoingMail, now: i64) -> PortResult<()>;
     /// Leases up to `limit` due mails for `lease_seconds`, so replicas do not send twice.
-    async fn claim_due(&self, now: i64, limit: i64, lease_seconds: i64)
-    -> PortResult<Vec<QueuedMail>>;
+    async fn claim_due(
+        &self,
+        now: i64,
+        limit: i64,
+        lease_seconds: i64,
+    ) -> PortResult<Vec<QueuedMail>>;
     async fn mark_sent(&self, id: &str, now: i64) -> PortResult<()>;
     async fn mark_failed(&self, id: &str, retry_at: i64, error: &str) -> PortResult<()>;
     /// Drops mails whose content expired before they could be sent; returns how many.
@@ -225,13 +233,16 @@ pub trait SessionStore: Send + Sync {
     async fn insert(&self, key: &str, record: &SessionRecord, ttl_seconds: i64) -> PortResult<()>;
     async fn get(&self, key: &str) -> PortResult<Option<SessionRecord>>;
     /// Overwrites a record that still exists; a revoked session stays revoked.
-    async fn update(&self, key: &str, record: &SessionRecord, ttl_seconds: i64)
-    -> PortResult<()>;
+    async fn update(&self, key: &str, record: &SessionRecord, ttl_seconds: i64) -> PortResult<()>;
     async fn remove(&self, key: &str, account: &StaffId) -> PortResult<()>;
-    async fn list_for_account(&self, account: &StaffId) -> PortResult<Vec<(String, SessionRecord)>>;
+    async fn list_for_account(&self, account: &StaffId)
+    -> PortResult<Vec<(String, SessionRecord)>>;
     /// Ends every session of the account except `keep`; returns how many ended.
-    async fn remove_all_for_account(&self, account: &StaffId, keep: Option<&str>)
-    -> PortResult<u64>;
+    async fn remove_all_for_account(
+        &self,
+        account: &StaffId,
+        keep: Option<&str>,
+    ) -> PortResult<u64>;
 }
 
 /// Consecutive failures on one key and the time of the last.

@@ -103,6 +103,22 @@ impl Idm {
         Ok(Some(CurrentSession { key, record }))
     }
 
+    /// Remembers where a restricted session wanted to go, to resume after the change.
+    pub async fn remember_resume_path(
+        &self,
+        session: &CurrentSession,
+        path: String,
+        now: i64,
+    ) -> PortResult<()> {
+        if session.record.resume_to.as_deref() == Some(path.as_str()) {
+            return Ok(());
+        }
+        let mut record = session.record.clone();
+        record.resume_to = Some(path);
+        let ttl = record.ttl_seconds(now, self.rules.session_idle_seconds);
+        self.sessions.update(&session.key, &record, ttl).await
+    }
+
     pub async fn end_session(&self, session: &CurrentSession) -> PortResult<()> {
         self.sessions
             .remove(&session.key, &session.record.staff_id())
@@ -132,7 +148,7 @@ impl Idm {
             .into_iter()
             .filter(|(_, r)| r.is_live(now, idle))
             .collect();
-        live.sort_by(|a, b| b.1.created_at.cmp(&a.1.created_at));
+        live.sort_by_key(|(_, record)| std::cmp::Reverse(record.created_at));
         Ok(live)
     }
 

@@ -132,12 +132,11 @@ impl Idm {
             PasswordState::Temporary { .. } => SessionKind::PasswordChangeRequired,
             PasswordState::Chosen | PasswordState::None => SessionKind::Full,
         };
-        if needs_rehash {
-            if let (Some(old), Ok(new)) = (stored, self.hasher.hash(&password).await) {
-                if let Err(err) = self.directory.upgrade_hash(&account.id, old, &new).await {
-                    tracing::warn!(account = %account.id, error = %err, "hash upgrade failed");
-                }
-            }
+        if needs_rehash
+            && let (Some(old), Ok(new)) = (stored, self.hasher.hash(&password).await)
+            && let Err(err) = self.directory.upgrade_hash(&account.id, old, &new).await
+        {
+            tracing::warn!(account = %account.id, error = %err, "hash upgrade failed");
         }
         if kind == SessionKind::PasswordChangeRequired {
             // A temporary password opens one change session at a time.
@@ -155,9 +154,7 @@ impl Idm {
             ip: context.ip.clone(),
             detail: match kind {
                 SessionKind::Full => "method=password".into(),
-                SessionKind::PasswordChangeRequired => {
-                    "method=password temporary=true".into()
-                }
+                SessionKind::PasswordChangeRequired => "method=password temporary=true".into(),
             },
         })
         .await;

@@ -65,16 +65,25 @@ impl Idm {
         Ok(agency)
     }
 
-    pub async fn create_staff(&self, new: &NewStaff<'_>, now: i64) -> Result<StaffAccount, IdmError> {
+    pub async fn create_staff(
+        &self,
+        new: &NewStaff<'_>,
+        now: i64,
+    ) -> Result<StaffAccount, IdmError> {
         let agency = self
             .directory
             .agency_by_slug(new.agency_slug)
             .await?
-            .ok_or_else(|| IdmError::InvalidInput(format!("no agency with slug {:?}", new.agency_slug)))?;
-        let email = EmailAddress::parse(new.email).map_err(|e| IdmError::InvalidInput(e.to_string()))?;
+            .ok_or_else(|| {
+                IdmError::InvalidInput(format!("no agency with slug {:?}", new.agency_slug))
+            })?;
+        let email =
+            EmailAddress::parse(new.email).map_err(|e| IdmError::InvalidInput(e.to_string()))?;
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 120 {
-            return Err(IdmError::InvalidInput("the name must be 1 to 120 characters".into()));
+            return Err(IdmError::InvalidInput(
+                "the name must be 1 to 120 characters".into(),
+            ));
         }
         let (password_hash, password_state) = match new.temporary_password {
             Some(input) => {

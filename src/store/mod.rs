@@ -45,12 +45,12 @@ pub enum StoreError {
 }
 
 fn db_error(err: sqlx::Error) -> PortError {
-    if let sqlx::Error::Database(db) = &err {
-        if db.is_unique_violation() {
-            return PortError::Conflict {
-                what: "a record with that email or slug",
-            };
-        }
+    if let sqlx::Error::Database(db) = &err
+        && db.is_unique_violation()
+    {
+        return PortError::Conflict {
+            what: "a record with that email or slug",
+        };
     }
     PortError::unavailable("database", err)
 }
@@ -61,15 +61,20 @@ fn corrupt(what: &str) -> PortError {
 
 /// Adds `mode=rwc` to a SQLite URL and creates the file's folder.
 fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
-    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = rest.split('?').next().unwrap_or_default();
-    if !path.is_empty() && path != ":memory:" {
-        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
-                path: parent.display().to_string(),
-                source,
-            })?;
-        }
+    if !path.is_empty()
+        && path != ":memory:"
+        && let Some(parent) = Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent).map_err(|source| StoreError::Folder {
+            path: parent.display().to_string(),
+            source,
+        })?;
     }
     Ok(if url.contains('?') {
         url.to_owned()
@@ -146,7 +151,9 @@ fn staff_from_row(row: &AnyRow) -> PortResult<StaffAccount> {
         status,
         password_hash: row.try_get("password_hash").map_err(|_| corrupt("staff"))?,
         password_state,
-        password_version: row.try_get("password_version").map_err(|_| corrupt("staff"))?,
+        password_version: row
+            .try_get("password_version")
+            .map_err(|_| corrupt("staff"))?,
         created_at: row.try_get("created_at").map_err(|_| corrupt("staff"))?,
     })
 }
@@ -338,14 +345,16 @@ impl Directory for SqlStore {
     }
 
     async fn staff_by_email(&self, email: &EmailAddress) -> PortResult<Option<StaffAccount>> {
-        sqlx::query(&format!("SELECT {STAFF_COLUMNS} FROM staff WHERE email = $1"))
-            .bind(email.as_str().to_owned())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?
-            .as_ref()
-            .map(staff_from_row)
-            .transpose()
+        sqlx::query(&format!(
+            "SELECT {STAFF_COLUMNS} FROM staff WHERE email = $1"
+        ))
+        .bind(email.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db_error)?
+        .as_ref()
+        .map(staff_from_row)
+        .transpose()
     }
 
     async fn list_staff(

@@ -1,0 +1,200 @@
+//! The command line: `serve`, `migrate`, and the administration verbs of SPEC §6.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Settings;
+use crate::domain::Role;
+use crate::idm::ports::{Clock, SystemClock};
+use crate::idm::staff::{DemoSeed, NewStaff};
+use crate::startup::{self, Application};
+
+#[derive(Parser)]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Sign-in service for estate agency staff"
+)]
+pub struct Cli {
+    /// A configuration file layered over the built-in defaults (or LATCHKEY_CONFIG).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the server (migrates the database first).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage agencies.
+    Agency {
+        #[command(subcommand)]
+        command: AgencyCommand,
+    },
+    /// Manage staff accounts.
+    Staff {
+        #[command(subcommand)]
+        command: StaffCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum AgencyCommand {
+    /// Create an agency.
+    Create {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        slug: String,
+        /// Staff reset their own password through an emailed link.
+        #[arg(long)]
+        sso: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum StaffCommand {
+    /// Create a staff account.
+    Create {
+        /// The agency's slug.
+        #[arg(long)]
+        agency: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// owner, client_admin or staff.
+        #[arg(long)]
+        role: Role,
+        /// A temporary password the person must change at first sign-in.
+        #[arg(long)]
+        temporary_password: Option<String>,
+    },
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    crate::telemetry::init(&settings.log);
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now();
+    match cli.command {
+        Command::Serve => {
+            warn_if_development(&settings);
+            let seed_demo = settings.dev.seed_demo;
+            let components = startup::build(settings, clock.clone()).await?;
+            if seed_demo && let Some(seed) = components.idm.seed_demo_if_empty(now).await? {
+                print_demo(&seed, components.settings.public_base());
+            }
+            Application::start(components)
+                .await?
+                .run_until_stopped()
+                .await
+        }
+        Command::Migrate => {
+            let components = startup::build(settings, clock).await?;
+            components.store.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Agency {
+            command: AgencyCommand::Create { name, slug, sso },
+        } => {
+            let components = startup::build(settings, clock).await?;
+            let agency = components.idm.create_agency(&name, &slug, sso).await?;
+            println!(
+                "{}",
+                serde_json::json!({ "id": agency.id.0, "slug": agency.slug, "name": agency.name, "sso": agency.sso_enabled })
+            );
+            Ok(())
+        }
+        Command::Staff {
+            command:
+                StaffCommand::Create {
+                    agency,
+                    email,
+                    name,
+                    role,
+                    temporary_password,
+                },
+        } => {
+            let components = startup::build(settings, clock).await?;
+            let account = components
+                .idm
+                .create_staff(
+                    &NewStaff {
+                        agency_slug: &agency,
+                        email: &email,
+                        name: &name,
+                        role,
+                        temporary_password: temporary_password.as_deref(),
+                    },
+                    now,
+                )
+                .await
+                .map_err(describe_cli_error)?;
+            println!(
+                "{}",
+                serde_json::json!({ "id": account.id.0, "email": account.email.as_str(), "role": account.role.as_str() })
+            );
+            Ok(())
+        }
+    }
+}
+
+fn describe_cli_error(err: crate::idm::IdmError) -> anyhow::Error {
+    match err {
+        crate::idm::IdmError::PasswordPolicy(violations) => anyhow::anyhow!(
+            "password_policy: {}",
+            violations
+                .iter()
+                .map(|v| format!("{} ({})", v.message(), v.code()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+        other => anyhow::anyhow!(other),
+    }
+}
+
+fn warn_if_development(settings: &Settings) {
+    let mut parts = Vec::new();
+    if settings.database.url.starts_with("sqlite:") {
+        parts.push("SQLite database");
+    }
+    if settings.redis.url.starts_with("memory://") {
+        parts.push("in-process session store (one process only)");
+    }
+    if settings.mail.smtp_url.starts_with("outbox://") {
+        parts.push("mail written to an outbox folder (see /dev/mail)");
+    }
+    if !parts.is_empty() {
+        tracing::warn!(
+            embedded = %parts.join(", "),
+            "DEVELOPMENT SETUP: not for production; set LATCHKEY_DATABASE_URL, LATCHKEY_REDIS_URL and LATCHKEY_SMTP_URL"
+        );
+    }
+}
+
+/// Printed to standard output (never to the log) on the first start of an empty database.
+fn print_demo(seed: &DemoSeed, public_base: &str) {
+    println!();
+    println!(
+        "Latchkey demo agency \"{}\" created (self-service reset enabled).",
+        seed.agency.name
+    );
+    println!("Sign in at {public_base}/login with a temporary password; you will choose your own.");
+    println!(
+        "  owner:     {}  temporary password: {}",
+        seed.owner.0.email, seed.owner.1
+    );
+    println!(
+        "  colleague: {}  temporary password: {}",
+        seed.colleague.0.email, seed.colleague.1
+    );
+    println!("Mail is shown at {public_base}/dev/mail.");
+    println!();
+}
