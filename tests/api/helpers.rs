@@ -125,10 +125,11 @@ impl SmtpSink {
                 continue;
             };
             for entry in entries.flatten() {
-                if let Ok(raw) = std::fs::read(entry.path()) {
-                    if let Some(email) = Email::parse(&raw) {
-                        out.push(email);
-                    }
+                if let Some(email) = std::fs::read(entry.path())
+                    .ok()
+                    .and_then(|raw| Email::parse(&raw))
+                {
+                    out.push(email);
                 }
             }
         }
