@@ -1,6 +1,7 @@
 //! Password hashing and random tokens.
 
 pub mod hasher;
+pub mod keys;
 pub mod tokens;
 
 pub use hasher::{HashError, PasswordHasher, Verification};
