@@ -59,6 +59,19 @@ pub struct Settings {
     pub throttle: ThrottleSettings,
     pub log: LogSettings,
     pub dev: DevSettings,
+    pub oidc: OidcSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    pub access_token_seconds: u64,
+    pub id_token_seconds: u64,
+    pub refresh_token_seconds: u64,
+    pub code_seconds: u64,
+    pub key_activation_delay_seconds: u64,
+    /// Only from the environment; `Debug` prints `[redacted]`.
+    pub key_encryption_key: crate::domain::Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -10,11 +10,12 @@ use tokio::sync::{Notify, watch};
 use crate::cache::{MemoryStore, RedisStore};
 use crate::config::Settings;
 use crate::crypto::hasher::HasherSettings;
+use crate::crypto::keys::{KeyEncryption, generate_encryption_key};
 use crate::crypto::{PasswordHasher, tokens};
 use crate::domain::PasswordPolicy;
 use crate::domain::password::CommonPasswords;
 use crate::http::{self, AppState, AppStateInner, CookieNames};
-use crate::idm::ports::{Clock, Counters, MailTransport, SessionStore};
+use crate::idm::ports::{Clock, Counters, Directory, Ephemeral, MailTransport, SessionStore};
 use crate::idm::{Idm, Rules};
 use crate::mail::MailTarget;
 use crate::metrics::Metrics;
@@ -44,18 +45,22 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         SqlStore::connect(&settings.database.url, settings.database.max_connections).await?;
     store.migrate().await?;
 
-    let (sessions, counters): (Arc<dyn SessionStore>, Arc<dyn Counters>) =
-        if settings.redis.url.starts_with("memory://") {
-            let memory = Arc::new(MemoryStore::new());
-            (memory.clone(), memory)
-        } else {
-            let redis = Arc::new(RedisStore::new(
-                &settings.redis.url,
-                &settings.redis.key_prefix,
-                seconds(settings.session.absolute_timeout_seconds),
-            )?);
-            (redis.clone(), redis)
-        };
+    let (sessions, counters, ephemeral): (
+        Arc<dyn SessionStore>,
+        Arc<dyn Counters>,
+        Arc<dyn Ephemeral>,
+    ) = if settings.redis.url.starts_with("memory://") {
+        let memory = Arc::new(MemoryStore::new());
+        (memory.clone(), memory.clone(), memory)
+    } else {
+        let redis = Arc::new(RedisStore::new(
+            &settings.redis.url,
+            &settings.redis.key_prefix,
+            seconds(settings.session.absolute_timeout_seconds),
+        )?);
+        (redis.clone(), redis.clone(), redis)
+    };
+    let key_encryption = Arc::new(key_encryption(&settings, &store).await?);
 
     let p = &settings.password;
     let hasher = PasswordHasher::new(HasherSettings {
@@ -86,6 +91,11 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         ip_window_seconds: seconds(t.ip_window_seconds),
         reset_mails_per_address_per_hour: u64::from(t.reset_mails_per_address_per_hour),
         reset_mails_per_ip_per_hour: u64::from(t.reset_mails_per_ip_per_hour),
+        access_token_seconds: seconds(settings.oidc.access_token_seconds),
+        id_token_seconds: seconds(settings.oidc.id_token_seconds),
+        refresh_token_seconds: seconds(settings.oidc.refresh_token_seconds),
+        code_seconds: seconds(settings.oidc.code_seconds),
+        key_activation_delay_seconds: seconds(settings.oidc.key_activation_delay_seconds),
     };
     let mail = Arc::new(MailTarget::from_settings(
         &settings.mail.smtp_url,
@@ -95,7 +105,13 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
     let idm = Idm {
         directory: store_arc.clone(),
         audit: store_arc.clone(),
-        mail_queue: store_arc,
+        mail_queue: store_arc.clone(),
+        clients: store_arc.clone(),
+        signing_keys: store_arc.clone(),
+        consents: store_arc,
+        ephemeral,
+        key_encryption,
+        key_cache: Arc::default(),
         composer: Arc::new(Renderer::new()?),
         sessions,
         counters,
@@ -104,6 +120,7 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         rules,
         mail_ready: Arc::new(Notify::new()),
     };
+    idm.ensure_signing_keys(clock.now()).await?;
     Ok(Components {
         idm,
         store,
@@ -111,6 +128,23 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         settings,
         clock,
     })
+}
+
+/// The key that seals signing keys: from the environment, or (development only) one
+/// generated and kept in the database beside the keys it protects.
+async fn key_encryption(settings: &Settings, store: &SqlStore) -> anyhow::Result<KeyEncryption> {
+    let configured = settings.oidc.key_encryption_key.expose();
+    if !configured.is_empty() {
+        return Ok(KeyEncryption::from_base64(configured)?);
+    }
+    tracing::warn!(
+        "LATCHKEY_OIDC_KEY_ENCRYPTION_KEY is not set: signing keys are sealed with a generated key \
+         stored in the same database (development only)"
+    );
+    let stored = store
+        .instance_secret("key_encryption_key", &generate_encryption_key())
+        .await?;
+    Ok(KeyEncryption::from_base64(&stored)?)
 }
 
 /// A Latchkey that is listening; dropping it does not stop it, `shutdown` does.

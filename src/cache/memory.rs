@@ -17,6 +17,8 @@ struct State {
     index: HashMap<String, HashSet<String>>,
     failures: HashMap<String, (FailureCount, Instant)>,
     hits: HashMap<String, (u64, Instant)>,
+    values: HashMap<String, (String, Instant)>,
+    sets: HashMap<String, (HashSet<String>, Instant)>,
 }
 
 #[derive(Default)]
@@ -44,6 +46,8 @@ impl MemoryStore {
         state.sessions.retain(|_, (_, until)| *until > now);
         state.failures.retain(|_, (_, until)| *until > now);
         state.hits.retain(|_, (_, until)| *until > now);
+        state.values.retain(|_, (_, until)| *until > now);
+        state.sets.retain(|_, (_, until)| *until > now);
         Ok(f(state))
     }
 }
@@ -166,5 +170,57 @@ impl Counters for MemoryStore {
 
     async fn count(&self, key: &str) -> PortResult<u64> {
         self.with(|s| s.hits.get(key).map_or(0, |(n, _)| *n))
+    }
+}
+
+#[async_trait]
+impl crate::idm::ports::Ephemeral for MemoryStore {
+    async fn put(&self, key: &str, value: &str, ttl_seconds: i64) -> PortResult<()> {
+        self.with(|s| {
+            s.values
+                .insert(key.to_owned(), (value.to_owned(), after(ttl_seconds)));
+        })
+    }
+
+    async fn get(&self, key: &str) -> PortResult<Option<String>> {
+        self.with(|s| s.values.get(key).map(|(v, _)| v.clone()))
+    }
+
+    async fn take(&self, key: &str) -> PortResult<Option<String>> {
+        self.with(|s| s.values.remove(key).map(|(v, _)| v))
+    }
+
+    async fn delete(&self, key: &str) -> PortResult<()> {
+        self.with(|s| {
+            s.values.remove(key);
+        })
+    }
+
+    async fn add_member(&self, set: &str, member: &str, ttl_seconds: i64) -> PortResult<()> {
+        self.with(|s| {
+            let entry = s
+                .sets
+                .entry(set.to_owned())
+                .or_insert_with(|| (HashSet::new(), after(ttl_seconds)));
+            entry.0.insert(member.to_owned());
+            entry.1 = after(ttl_seconds);
+        })
+    }
+
+    async fn members(&self, set: &str) -> PortResult<Vec<String>> {
+        self.with(|s| {
+            s.sets
+                .get(set)
+                .map(|(m, _)| m.iter().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    async fn remove_member(&self, set: &str, member: &str) -> PortResult<()> {
+        self.with(|s| {
+            if let Some((members, _)) = s.sets.get_mut(set) {
+                members.remove(member);
+            }
+        })
     }
 }

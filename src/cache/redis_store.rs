@@ -263,3 +263,60 @@ impl Counters for RedisStore {
         Ok(value.unwrap_or(0))
     }
 }
+
+#[async_trait]
+impl crate::idm::ports::Ephemeral for RedisStore {
+    async fn put(&self, key: &str, value: &str, ttl_seconds: i64) -> PortResult<()> {
+        let mut conn = self.connection().await?;
+        conn.set_ex(self.counter_key(key), value, ttl(ttl_seconds))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get(&self, key: &str) -> PortResult<Option<String>> {
+        let mut conn = self.connection().await?;
+        conn.get(self.counter_key(key)).await.map_err(unavailable)
+    }
+
+    async fn take(&self, key: &str) -> PortResult<Option<String>> {
+        let mut conn = self.connection().await?;
+        redis::cmd("GETDEL")
+            .arg(self.counter_key(key))
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn delete(&self, key: &str) -> PortResult<()> {
+        let mut conn = self.connection().await?;
+        conn.del(self.counter_key(key)).await.map_err(unavailable)
+    }
+
+    async fn add_member(&self, set: &str, member: &str, ttl_seconds: i64) -> PortResult<()> {
+        let mut conn = self.connection().await?;
+        let key = self.counter_key(set);
+        redis::pipe()
+            .atomic()
+            .sadd(&key, member)
+            .ignore()
+            .expire(&key, ttl_seconds.max(1))
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn members(&self, set: &str) -> PortResult<Vec<String>> {
+        let mut conn = self.connection().await?;
+        conn.smembers(self.counter_key(set))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn remove_member(&self, set: &str, member: &str) -> PortResult<()> {
+        let mut conn = self.connection().await?;
+        conn.srem(self.counter_key(set), member)
+            .await
+            .map_err(unavailable)
+    }
+}

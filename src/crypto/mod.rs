@@ -1,6 +1,7 @@
 //! Password hashing and random tokens.
 
 pub mod hasher;
+pub mod jwt;
 pub mod keys;
 pub mod tokens;
 

@@ -3,6 +3,7 @@
 
 pub mod account;
 pub mod email;
+pub mod oauth;
 pub mod password;
 pub mod role;
 pub mod secret;

@@ -1,6 +1,8 @@
 //! Use-cases. Each flow is one function here, taking `now` from its caller; the adapters
 //! behind [`ports`] do the I/O.
 
+pub mod keys;
+pub mod oidc;
 pub mod passwords;
 pub mod ports;
 pub mod sessions;
@@ -11,11 +13,13 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use crate::crypto::keys::KeyEncryption;
 use crate::crypto::{HashError, PasswordHasher};
 use crate::domain::role::Denial;
 use crate::domain::{PasswordPolicy, Violation};
 use ports::{
-    AuditEvent, AuditLog, Counters, Directory, MailComposer, MailQueue, PortError, SessionStore,
+    AuditEvent, AuditLog, ClientRegistry, ConsentStore, Counters, Directory, Ephemeral,
+    MailComposer, MailQueue, PortError, SessionStore, SigningKeyStore,
 };
 
 /// What went wrong, in domain words. `http::error` maps each to a status and a page.
@@ -114,6 +118,11 @@ pub struct Rules {
     pub ip_window_seconds: i64,
     pub reset_mails_per_address_per_hour: u64,
     pub reset_mails_per_ip_per_hour: u64,
+    pub access_token_seconds: i64,
+    pub id_token_seconds: i64,
+    pub refresh_token_seconds: i64,
+    pub code_seconds: i64,
+    pub key_activation_delay_seconds: i64,
 }
 
 /// The application: every use-case hangs off this.
@@ -130,6 +139,12 @@ pub struct Idm {
     pub rules: Rules,
     /// Wakes the mail worker when a mail is queued.
     pub mail_ready: Arc<Notify>,
+    pub clients: Arc<dyn ClientRegistry>,
+    pub signing_keys: Arc<dyn SigningKeyStore>,
+    pub consents: Arc<dyn ConsentStore>,
+    pub ephemeral: Arc<dyn Ephemeral>,
+    pub key_encryption: Arc<KeyEncryption>,
+    pub key_cache: Arc<tokio::sync::Mutex<keys::KeyCache>>,
 }
 
 impl Idm {

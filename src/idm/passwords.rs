@@ -109,10 +109,7 @@ impl Idm {
         let (new, violations) = self.check_new_password(&account, form, Some(&current));
 
         let throttle_key = account_throttle_key(account.email.as_str());
-        let wait = self.account_wait(&throttle_key, now).await?;
-        if wait > 0 {
-            return Err(IdmError::Throttled { retry_after: wait });
-        }
+        self.take_account_attempt(&throttle_key, now).await?;
         let current_ok = self.policy.within_max_length(&current)
             && matches!(
                 self.hasher
@@ -120,10 +117,9 @@ impl Idm {
                     .await?,
                 Verification::Match { .. }
             );
-        if !current_ok {
-            self.counters
-                .add_failure(&throttle_key, now, 24 * 3600)
-                .await?;
+        if current_ok {
+            // The attempt was counted as a failure when taken; the right password clears it.
+            self.counters.clear(&throttle_key).await?;
         }
         if !current_ok || !violations.is_empty() {
             return Err(IdmError::PasswordChangeRefused {

@@ -263,3 +263,58 @@ pub trait Counters: Send + Sync {
     async fn hit(&self, key: &str, window_seconds: i64) -> PortResult<u64>;
     async fn count(&self, key: &str) -> PortResult<u64>;
 }
+
+/// Registered OAuth clients.
+#[async_trait]
+pub trait ClientRegistry: Send + Sync {
+    async fn create_client(&self, client: &crate::domain::oauth::Client) -> PortResult<()>;
+    async fn client(&self, id: &str) -> PortResult<Option<crate::domain::oauth::Client>>;
+}
+
+/// A signing key as stored: the private key sealed under the key-encryption key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    pub alg: String,
+    pub sealed_private: String,
+    pub public_a: String,
+    pub public_b: String,
+    pub created_at: i64,
+    /// Published from creation; used for signing only from this instant.
+    pub active_from: i64,
+}
+
+#[async_trait]
+pub trait SigningKeyStore: Send + Sync {
+    async fn insert_signing_key(&self, key: &StoredSigningKey) -> PortResult<()>;
+    async fn signing_keys(&self) -> PortResult<Vec<StoredSigningKey>>;
+    async fn delete_signing_key(&self, kid: &str) -> PortResult<()>;
+}
+
+/// Consent a person gave a third-party client, per scope.
+#[async_trait]
+pub trait ConsentStore: Send + Sync {
+    async fn consented_scopes(&self, account: &StaffId, client_id: &str)
+    -> PortResult<Vec<String>>;
+    async fn record_consent(
+        &self,
+        account: &StaffId,
+        client_id: &str,
+        scopes: &[String],
+        now: i64,
+    ) -> PortResult<()>;
+}
+
+/// Short-lived records (authorization codes, tokens, grant families, upstream sign-in
+/// attempts), with expiry and an atomic take for single use.
+#[async_trait]
+pub trait Ephemeral: Send + Sync {
+    async fn put(&self, key: &str, value: &str, ttl_seconds: i64) -> PortResult<()>;
+    async fn get(&self, key: &str) -> PortResult<Option<String>>;
+    /// Reads and deletes in one step: of several concurrent takers, one gets the value.
+    async fn take(&self, key: &str) -> PortResult<Option<String>>;
+    async fn delete(&self, key: &str) -> PortResult<()>;
+    async fn add_member(&self, set: &str, member: &str, ttl_seconds: i64) -> PortResult<()>;
+    async fn members(&self, set: &str) -> PortResult<Vec<String>>;
+    async fn remove_member(&self, set: &str, member: &str) -> PortResult<()>;
+}

@@ -119,19 +119,36 @@ impl Idm {
         self.sessions.update(&session.key, &record, ttl).await
     }
 
-    pub async fn end_session(&self, session: &CurrentSession) -> PortResult<()> {
-        self.sessions
-            .remove(&session.key, &session.record.staff_id())
-            .await
+    /// Ends one session and the app grants (refresh tokens) bound to it.
+    pub async fn end_session(&self, session: &CurrentSession) -> Result<(), IdmError> {
+        let account = session.record.staff_id();
+        self.sessions.remove(&session.key, &account).await?;
+        self.revoke_grants_of(&account, Some(&session.key)).await?;
+        Ok(())
     }
 
-    /// Ends every session of an account (after a password change, or when disabled).
+    /// Ends every session of an account and every app grant made from them (after a
+    /// password change, or when disabled).
     pub async fn revoke_all_sessions_of(
         &self,
         account: &StaffId,
         keep: Option<&str>,
-    ) -> PortResult<u64> {
-        self.sessions.remove_all_for_account(account, keep).await
+    ) -> Result<u64, IdmError> {
+        let ended = self.sessions.remove_all_for_account(account, keep).await?;
+        match keep {
+            None => {
+                self.revoke_grants_of(account, None).await?;
+            }
+            Some(_) => {
+                // Grants of the kept session survive; only the others' end.
+                for (key, _) in self.sessions.list_for_account(account).await? {
+                    if Some(key.as_str()) != keep {
+                        self.revoke_grants_of(account, Some(&key)).await?;
+                    }
+                }
+            }
+        }
+        Ok(ended)
     }
 
     /// The account's live sessions, newest first.
@@ -169,6 +186,7 @@ impl Idm {
             return Err(IdmError::NotFound);
         }
         self.sessions.remove(handle, &account).await?;
+        self.revoke_grants_of(&account, Some(handle)).await?;
         Ok(())
     }
 }

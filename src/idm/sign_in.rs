@@ -2,11 +2,11 @@
 //!
 //! ```text
 //!  email + password ─▶ throttled? ──yes──▶ Throttled (429)
-//!                         │ no
+//!                         │ no: take the attempt (counted as a failure until it matches)
 //!                         ▼
 //!            verify (stored hash, or the dummy hash for an unknown email)
-//!                 │ mismatch ──▶ count failure ──▶ InvalidCredentials (401)
-//!                 ▼ match
+//!                 │ mismatch ──▶ count IP failure ──▶ InvalidCredentials (401)
+//!                 ▼ match: clear the account count
 //!      disabled? ─▶ AccountDisabled     temporary & expired? ─▶ TemporaryPasswordExpired
 //!                 ▼
 //!      temporary ─▶ session PasswordChangeRequired     chosen ─▶ session Full
@@ -20,7 +20,7 @@ use crate::domain::account::PasswordState;
 use crate::domain::session::{AuthMethod, SessionKind};
 use crate::domain::{EmailAddress, Password};
 
-use super::ports::AuditEvent;
+use super::ports::{AuditEvent, FailureCount};
 use super::sessions::NewSession;
 use super::{Idm, IdmError, RequestContext};
 
@@ -36,12 +36,11 @@ fn ip_throttle_key(ip: &str) -> String {
 }
 
 impl Idm {
-    /// Seconds until the account key may try again, or 0.
-    pub(crate) async fn account_wait(&self, key: &str, now: i64) -> Result<u64, IdmError> {
-        let failures = self.counters.failures(key).await?;
+    /// Seconds until an account key with these failures may try again, or 0.
+    fn wait_after(&self, failures: FailureCount, now: i64) -> u64 {
         let free = self.rules.account_free_failures;
         if failures.count < free {
-            return Ok(0);
+            return 0;
         }
         let doublings = (failures.count - free).min(30);
         let delay = self
@@ -50,7 +49,32 @@ impl Idm {
             .saturating_mul(1_i64 << doublings)
             .min(self.rules.account_delay_max_seconds);
         let ready_at = failures.last_at + delay;
-        Ok(u64::try_from(ready_at - now).unwrap_or(0))
+        u64::try_from(ready_at - now).unwrap_or(0)
+    }
+
+    /// Takes one password attempt for the account key, or says how long to wait.
+    ///
+    /// The attempt is counted as a failure before the password is checked (a match clears
+    /// the count), so that concurrent guesses cannot all pass the check before any of them
+    /// is counted: past the free failures, of the attempts that read the same count only
+    /// the one whose increment follows that count directly goes on.
+    pub(crate) async fn take_account_attempt(&self, key: &str, now: i64) -> Result<(), IdmError> {
+        let before = self.counters.failures(key).await?;
+        let wait = self.wait_after(before, now);
+        if wait > 0 {
+            return Err(IdmError::Throttled { retry_after: wait });
+        }
+        let after = self
+            .counters
+            .add_failure(key, now, FAILURE_MEMORY_SECONDS)
+            .await?;
+        let taken = after.count.saturating_sub(1);
+        if taken >= self.rules.account_free_failures && taken != before.count {
+            return Err(IdmError::Throttled {
+                retry_after: self.wait_after(after, now).max(1),
+            });
+        }
+        Ok(())
     }
 
     pub async fn sign_in(
@@ -75,10 +99,7 @@ impl Idm {
         let email = EmailAddress::parse(email_input).ok();
         let account_key =
             account_throttle_key(email.as_ref().map_or(email_input, EmailAddress::as_str));
-        let wait = self.account_wait(&account_key, now).await?;
-        if wait > 0 {
-            return Err(IdmError::Throttled { retry_after: wait });
-        }
+        self.take_account_attempt(&account_key, now).await?;
 
         let account = match &email {
             Some(email) => self.directory.staff_by_email(email).await?,
@@ -89,9 +110,7 @@ impl Idm {
 
         let (Verification::Match { needs_rehash }, Some(account)) = (verification, account.clone())
         else {
-            self.counters
-                .add_failure(&account_key, now, FAILURE_MEMORY_SECONDS)
-                .await?;
+            // The failure was counted when the attempt was taken.
             self.counters
                 .hit(&ip_key, self.rules.ip_window_seconds)
                 .await?;

@@ -1,6 +1,8 @@
 //! Accounts, reset tokens, the audit log and the mail outbox in SQL, through sqlx's `Any`
 //! driver: one implementation and one migration set for SQLite and PostgreSQL.
 
+mod oidc;
+
 use std::path::Path;
 
 use async_trait::async_trait;
@@ -25,7 +27,7 @@ pub enum Backend {
 
 #[derive(Clone)]
 pub struct SqlStore {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
 }
 
@@ -44,7 +46,7 @@ pub enum StoreError {
     Migrate(#[source] sqlx::migrate::MigrateError),
 }
 
-fn db_error(err: sqlx::Error) -> PortError {
+pub(crate) fn db_error(err: sqlx::Error) -> PortError {
     if let sqlx::Error::Database(db) = &err
         && db.is_unique_violation()
     {
@@ -55,7 +57,7 @@ fn db_error(err: sqlx::Error) -> PortError {
     PortError::unavailable("database", err)
 }
 
-fn corrupt(what: &str) -> PortError {
+pub(crate) fn corrupt(what: &str) -> PortError {
     PortError::unavailable("database", format!("unreadable {what} row"))
 }
 
