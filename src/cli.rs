@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Settings;
 use crate::domain::Role;
+use crate::idm::clients::NewClient;
 use crate::idm::ports::{Clock, SystemClock};
 use crate::idm::staff::{DemoSeed, NewStaff};
 use crate::startup::{self, Application};
@@ -41,6 +42,51 @@ pub enum Command {
         #[command(subcommand)]
         command: StaffCommand,
     },
+    /// Register the company's apps (OAuth clients).
+    Client {
+        #[command(subcommand)]
+        command: ClientCommand,
+    },
+    /// Token signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Register an app; prints JSON with client_id and client_secret (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Exact redirect URI; repeat for several.
+        #[arg(long = "redirect-uri", required = true)]
+        redirect_uris: Vec<String>,
+        /// Where the app may be sent after sign-out; repeat for several.
+        #[arg(long = "post-logout-redirect-uri")]
+        post_logout_redirect_uris: Vec<String>,
+        /// A browser or native app without a secret (PKCE only).
+        #[arg(long)]
+        public: bool,
+        /// Not one of the company's own apps: people are asked for consent.
+        #[arg(long)]
+        third_party: bool,
+        /// Allowed grant type (authorization_code, refresh_token, client_credentials);
+        /// repeat for several. Default: all that fit the client.
+        #[arg(long = "grant")]
+        grants: Vec<String>,
+        /// Allowed scope (openid, profile, email, offline_access, staff:admin); repeat
+        /// for several. Default: openid profile email offline_access.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Publish new signing keys now; they sign after oidc.key_activation_delay_seconds.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +141,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .run_until_stopped()
                 .await
         }
+        command @ (Command::Client { .. } | Command::Keys { .. }) => {
+            run_oidc_command(command, settings, clock).await
+        }
         Command::Migrate => {
             let components = startup::build(settings, clock).await?;
             components.store.close().await;
@@ -146,6 +195,73 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+async fn run_oidc_command(
+    command: Command,
+    settings: Settings,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<()> {
+    let now = clock.now();
+    let components = startup::build(settings, clock).await?;
+    match command {
+        Command::Client {
+            command:
+                ClientCommand::Create {
+                    name,
+                    redirect_uris,
+                    post_logout_redirect_uris,
+                    public,
+                    third_party,
+                    grants,
+                    scopes,
+                },
+        } => {
+            let (client, secret) = components
+                .idm
+                .register_client(
+                    &NewClient {
+                        name: &name,
+                        redirect_uris: &redirect_uris,
+                        post_logout_redirect_uris: &post_logout_redirect_uris,
+                        public,
+                        third_party,
+                        grant_types: &grants,
+                        scopes: &scopes,
+                    },
+                    now,
+                )
+                .await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "client_id": client.id,
+                    "client_secret": secret.as_ref().map(|s| s.expose()),
+                    "redirect_uris": client.redirect_uris,
+                    "post_logout_redirect_uris": client.post_logout_redirect_uris,
+                    "grant_types": client.grant_types,
+                    "scopes": client.scopes,
+                    "public": client.is_public(),
+                    "first_party": client.first_party,
+                })
+            );
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+        } => {
+            let kids = components.idm.rotate_keys(now).await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "published": kids,
+                    "signing_from": now + components.idm.rules.key_activation_delay_seconds,
+                })
+            );
+        }
+        _ => {}
+    }
+    components.store.close().await;
+    Ok(())
+}
+
 fn describe_cli_error(err: crate::idm::IdmError) -> anyhow::Error {
     match err {
         crate::idm::IdmError::PasswordPolicy(violations) => anyhow::anyhow!(
@@ -194,6 +310,12 @@ fn print_demo(seed: &DemoSeed, public_base: &str) {
     println!(
         "  colleague: {}  temporary password: {}",
         seed.colleague.0.email, seed.colleague.1
+    );
+    println!(
+        "  demo app:  client_id {}  client_secret {}  redirect_uri {}",
+        seed.client.0.id,
+        seed.client.1,
+        seed.client.0.redirect_uris.join(" ")
     );
     println!("Mail is shown at {public_base}/dev/mail.");
     println!();

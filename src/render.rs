@@ -18,6 +18,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "macros.html",
     "login.html",
     "logout.html",
+    "consent.html",
     "password_change.html",
     "forgot.html",
     "forgot_sent.html",

@@ -223,6 +223,13 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let app = AppState::from_ref(state);
         let signed_in = SignedIn::from_request_parts(parts, state).await?;
+        AdminSession::of(&app, signed_in).await
+    }
+}
+
+impl AdminSession {
+    /// Checks that a signed-in person is an active owner or client administrator.
+    pub async fn of(app: &AppState, signed_in: SignedIn) -> Result<Self, AppError> {
         let account = app
             .idm
             .directory
@@ -233,6 +240,21 @@ where
             return Err(crate::idm::IdmError::Forbidden.into());
         }
         Ok(Self { signed_in, account })
+    }
+
+    /// For a form already checked for CSRF: the admin behind it, or the refusal.
+    pub async fn from_form(app: &AppState, form: &CsrfForm) -> Result<Self, AppError> {
+        let Some(session) = form.visitor.session.clone() else {
+            return Err(AppError::Redirect("/login".into()));
+        };
+        if session.is_restricted() {
+            return Err(AppError::Redirect("/password/change".into()));
+        }
+        let signed_in = SignedIn {
+            visitor: form.visitor.clone(),
+            session,
+        };
+        Self::of(app, signed_in).await
     }
 }
 

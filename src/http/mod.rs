@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod form;
 mod health;
+mod oidc;
 mod pages;
 mod passwords;
 mod settings;
@@ -145,6 +146,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(passwords::routes())
         .merge(settings::routes())
         .merge(health::routes())
+        .merge(oidc::routes())
         .route("/static/style.css", get(stylesheet))
         .fallback(|| async { AppError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -30,6 +30,9 @@ pub fn routes() -> Router<AppState> {
 #[derive(Deserialize)]
 struct LoginQuery {
     return_to: Option<String>,
+    /// An app asked for a fresh sign-in (`prompt=login`, `max_age`): show the form even
+    /// to a signed-in browser.
+    reauth: Option<String>,
 }
 
 /// Where a session goes after sign-in: a restricted one to the change page.
@@ -60,7 +63,8 @@ async fn login_page(
     Query(query): Query<LoginQuery>,
 ) -> Response {
     let return_to = query.return_to.as_deref().and_then(safe_return_path);
-    if let Some(session) = &visitor.session {
+    let reauth = query.reauth.as_deref() == Some("1");
+    if let Some(session) = visitor.session.as_ref().filter(|_| !reauth) {
         let to = if session.is_restricted() {
             "/password/change".to_owned()
         } else {
@@ -68,13 +72,14 @@ async fn login_page(
         };
         return Redirect::to(&to).into_response();
     }
+    let notice = reauth.then_some("The application asks you to sign in again.");
     state.page(
         StatusCode::OK,
         "login.html",
         &visitor.csrf_token(&state),
         None,
         false,
-        json!({ "email": "", "return_to": return_to.unwrap_or_default(), "errors": [], "notice": null }),
+        json!({ "email": "", "return_to": return_to.unwrap_or_default(), "errors": [], "notice": notice }),
     )
 }
 
@@ -92,6 +97,16 @@ async fn login(State(state): State<AppState>, form: CsrfForm) -> Response {
             .idm
             .sign_in(email, password, return_to.clone(), &visitor.context)
             .await
+    };
+    // Someone signing in over another person's session (a shared computer) ends that
+    // session: the browser gets a new id and the one it held must not live on (S2).
+    let result = match (result, &visitor.session) {
+        (Ok(session), Some(previous))
+            if previous.record.account_id != session.record.account_id =>
+        {
+            state.idm.end_session(previous).await.map(|()| session)
+        }
+        (result, _) => result,
     };
     match result {
         Ok(session) => {
@@ -125,13 +140,96 @@ async fn login(State(state): State<AppState>, form: CsrfForm) -> Response {
     }
 }
 
+/// The end-session request of an app (OpenID Connect RP-Initiated Logout), or a plain
+/// visit to `/logout`.
+#[derive(Deserialize, Default)]
+struct LogoutQuery {
+    id_token_hint: Option<String>,
+    post_logout_redirect_uri: Option<String>,
+    state: Option<String>,
+    client_id: Option<String>,
+}
+
+/// Where to go after sign-out: a registered `post_logout_redirect_uri` of the client
+/// (with `state`), or the sign-in page. An unregistered URI is an error, never followed.
+async fn after_logout_target(
+    state: &AppState,
+    client_id: Option<&str>,
+    uri: Option<&str>,
+    client_state: Option<&str>,
+) -> Result<String, AppError> {
+    let Some(uri) = uri.filter(|u| !u.is_empty()) else {
+        return Ok("/login".into());
+    };
+    let refused = || {
+        AppError::Idm(IdmError::InvalidInput(
+            "The post_logout_redirect_uri is not registered for this application.".into(),
+        ))
+    };
+    let client_id = client_id.filter(|c| !c.is_empty()).ok_or_else(refused)?;
+    let client = state
+        .idm
+        .clients
+        .client(client_id)
+        .await?
+        .ok_or_else(refused)?;
+    if !client.has_post_logout_redirect_uri(uri) {
+        return Err(refused());
+    }
+    let mut url = url::Url::parse(uri).map_err(|_| refused())?;
+    if let Some(value) = client_state.filter(|s| !s.is_empty()) {
+        url.query_pairs_mut().append_pair("state", value);
+    }
+    Ok(url.to_string())
+}
+
+fn signed_out(state: &AppState, to: &str) -> Response {
+    let mut response = Redirect::to(to).into_response();
+    if let Ok(value) = HeaderValue::from_str(&state.cookies.clear(&state.cookies.session)) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
 async fn logout_page(
     State(state): State<AppState>,
     visitor: Visitor,
+    Query(query): Query<LogoutQuery>,
 ) -> Result<Response, AppError> {
+    let now = visitor.context.now;
+    let hint =
+        match query.id_token_hint.as_deref().filter(|h| !h.is_empty()) {
+            Some(hint) => Some(state.idm.read_id_token_hint(hint, now).await?.ok_or_else(
+                || {
+                    AppError::Idm(IdmError::InvalidInput(
+                        "The id_token_hint is not valid.".into(),
+                    ))
+                },
+            )?),
+            None => None,
+        };
+    let client_id = hint
+        .as_ref()
+        .map(|(audience, _)| audience.clone())
+        .or(query.client_id.clone());
+    let target = after_logout_target(
+        &state,
+        client_id.as_deref(),
+        query.post_logout_redirect_uri.as_deref(),
+        query.state.as_deref(),
+    )
+    .await?;
     let Some(session) = &visitor.session else {
-        return Ok(Redirect::to("/login").into_response());
+        return Ok(signed_out(&state, &target));
     };
+    // The app proved who it is signing out: no need to ask.
+    if hint
+        .as_ref()
+        .is_some_and(|(_, subject)| *subject == session.record.account_id)
+    {
+        state.idm.end_session(session).await?;
+        return Ok(signed_out(&state, &target));
+    }
     let account = state
         .idm
         .directory
@@ -143,19 +241,27 @@ async fn logout_page(
         &visitor.csrf_token(&state),
         account.as_ref(),
         session.is_restricted(),
-        json!({}),
+        json!({
+            "client_id": client_id.unwrap_or_default(),
+            "post_logout_redirect_uri": query.post_logout_redirect_uri.unwrap_or_default(),
+            "state": query.state.unwrap_or_default(),
+        }),
     ))
 }
 
 async fn logout(State(state): State<AppState>, form: CsrfForm) -> Result<Response, AppError> {
+    let fields = &form.fields;
+    let target = after_logout_target(
+        &state,
+        Some(fields.get("client_id")),
+        Some(fields.get("post_logout_redirect_uri")),
+        Some(fields.get("state")),
+    )
+    .await?;
     if let Some(session) = &form.visitor.session {
         state.idm.end_session(session).await?;
     }
-    let mut response = Redirect::to("/login").into_response();
-    if let Ok(value) = HeaderValue::from_str(&state.cookies.clear(&state.cookies.session)) {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    Ok(response)
+    Ok(signed_out(&state, &target))
 }
 
 #[derive(Deserialize)]

@@ -59,8 +59,10 @@ fn parse_filter(query: &ListQuery) -> Result<StaffFilter, AppError> {
                 .map_err(IdmError::InvalidInput)?,
         ),
     };
+    // Compared in the form names and emails are stored in.
+    let q: String = unicode_normalization::UnicodeNormalization::nfc(q).collect();
     Ok(StaffFilter {
-        query: (!q.is_empty()).then(|| q.to_owned()),
+        query: (!q.is_empty()).then_some(q),
         role,
         status,
     })
@@ -166,9 +168,10 @@ async fn reset_page(
 async fn reset_password(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    admin: AdminSession,
     form: CsrfForm,
 ) -> Result<Response, AppError> {
+    // The CSRF token is checked (by the extractor) before who is asking.
+    let admin = AdminSession::from_form(&state, &form).await?;
     let session = &admin.signed_in.session;
     let result = state
         .idm

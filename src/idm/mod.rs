@@ -1,6 +1,7 @@
 //! Use-cases. Each flow is one function here, taking `now` from its caller; the adapters
 //! behind [`ports`] do the I/O.
 
+pub mod clients;
 pub mod keys;
 pub mod oidc;
 pub mod passwords;

@@ -240,6 +240,10 @@ impl Idm {
         self.mail_ready.notify_one();
         // A sign-in may have slipped in between; end it too.
         self.revoke_all_sessions_of(&target.id, None).await?;
+        // The colleague can sign in with the new temporary password at once.
+        self.counters
+            .clear(&account_throttle_key(target.email.as_str()))
+            .await?;
         tracing::info!(actor = %actor.id, account = %target.id, "temporary password set");
         Ok(target)
     }
@@ -371,7 +375,18 @@ impl Idm {
         if !account.is_active() {
             return Err(IdmError::InvalidResetToken);
         }
-        let (new, violations) = self.check_new_password(&account, form, None);
+        let (new, mut violations) = self.check_new_password(&account, form, None);
+        // The holder did not type the current password, so compare against its hash.
+        let reused = self.policy.within_max_length(&new)
+            && matches!(
+                self.hasher
+                    .verify(&new, account.password_hash.as_deref())
+                    .await?,
+                Verification::Match { .. }
+            );
+        if reused {
+            violations.push(Violation::SameAsCurrent);
+        }
         if !violations.is_empty() {
             return Err(IdmError::PasswordPolicy(violations));
         }
@@ -405,6 +420,10 @@ impl Idm {
         }
         self.mail_ready.notify_one();
         self.revoke_all_sessions_of(&account.id, None).await?;
+        // The person proved control of the mailbox: earlier guessing no longer slows them.
+        self.counters
+            .clear(&account_throttle_key(account.email.as_str()))
+            .await?;
         tracing::info!(account = %account.id, "password reset by email link");
         Ok(account)
     }

@@ -26,6 +26,8 @@ pub struct DemoSeed {
     pub agency: Agency,
     pub owner: (StaffAccount, String),
     pub colleague: (StaffAccount, String),
+    /// A confidential demo app and its secret, for trying the provider with curl.
+    pub client: (crate::domain::oauth::Client, String),
 }
 
 fn valid_slug(slug: &str) -> bool {
@@ -176,10 +178,32 @@ impl Idm {
         };
         let owner = make("owner@demo.example", "Olivia Owner", Role::Owner).await?;
         let colleague = make("alex@demo.example", "Alex Agent", Role::Staff).await?;
+        let (client, secret) = self
+            .register_client(
+                &crate::idm::clients::NewClient {
+                    name: "Demo app",
+                    redirect_uris: &["http://127.0.0.1:9000/callback".to_owned()],
+                    post_logout_redirect_uris: &["http://127.0.0.1:9000/".to_owned()],
+                    public: false,
+                    third_party: false,
+                    grant_types: &[],
+                    scopes: &[
+                        "openid".to_owned(),
+                        "profile".to_owned(),
+                        "email".to_owned(),
+                        "offline_access".to_owned(),
+                        "staff:admin".to_owned(),
+                    ],
+                },
+                now,
+            )
+            .await?;
+        let secret = secret.map(|s| s.expose().to_owned()).unwrap_or_default();
         Ok(Some(DemoSeed {
             agency,
             owner,
             colleague,
+            client: (client, secret),
         }))
     }
 }
