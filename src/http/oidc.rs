@@ -213,10 +213,14 @@ async fn answer(
             issuer,
             &[("code", Some(&code)), ("state", client_state.as_deref())],
         ),
-        AuthorizeOutcome::NeedsLogin { pending } => {
+        AuthorizeOutcome::NeedsLogin {
+            pending,
+            reauthenticate,
+        } => {
             let resume = format!("/authorize/resume?request={pending}");
             let encoded: String = url::form_urlencoded::byte_serialize(resume.as_bytes()).collect();
-            Redirect::to(&format!("/login?reauth=1&return_to={encoded}")).into_response()
+            let reauth = if reauthenticate { "reauth=1&" } else { "" };
+            Redirect::to(&format!("/login?{reauth}return_to={encoded}")).into_response()
         }
         AuthorizeOutcome::NeedsPasswordChange { pending } => {
             if let Some(session) = &visitor.session {

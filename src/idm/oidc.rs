@@ -57,8 +57,12 @@ pub enum AuthorizeOutcome {
         error: OAuthError,
         state: Option<String>,
     },
-    /// The person must sign in (again); resume with this pending request id.
-    NeedsLogin { pending: String },
+    /// The person must sign in (`reauthenticate`: again, although signed in); resume
+    /// with this pending request id.
+    NeedsLogin {
+        pending: String,
+        reauthenticate: bool,
+    },
     /// A temporary password must be changed first; then resume.
     NeedsPasswordChange { pending: String },
     NeedsConsent {
@@ -329,21 +333,25 @@ impl Idm {
             }
             return Ok(AuthorizeOutcome::NeedsLogin {
                 pending: self.park(&request, requested_at).await?,
+                reauthenticate: false,
             });
         };
         // prompt=login and max_age want an authentication newer than the request / limit.
         let authenticated_at = session.record.created_at;
         let stale_for_prompt =
             request.prompt == Some(Prompt::Login) && authenticated_at < requested_at;
+        // After a re-authentication the session is newer than the parked request.
         let stale_for_age = request
             .max_age
-            .is_some_and(|max_age| now - authenticated_at > max_age);
+            .is_some_and(|max_age| now - authenticated_at > max_age)
+            && authenticated_at < requested_at;
         if stale_for_prompt || stale_for_age {
             if silent {
                 return Ok(fail("login_required", "re-authentication required"));
             }
             return Ok(AuthorizeOutcome::NeedsLogin {
                 pending: self.park(&request, now).await?,
+                reauthenticate: true,
             });
         }
         if session.is_restricted() {
