@@ -1,6 +1,7 @@
 //! axum only: the routers per area, the extractors that carry authentication, and the
 //! middleware every response passes (security headers, request ids, error pages).
 
+mod api;
 pub mod error;
 pub mod extract;
 pub mod form;
@@ -141,7 +142,19 @@ impl AppState {
 }
 
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let (api_routes, openapi) = api::routes();
+    let openapi_json = openapi.to_pretty_json().unwrap_or_default();
     Router::new()
+        .merge(api_routes)
+        .route(
+            "/api/openapi.json",
+            get(move || async move {
+                (
+                    [(header::CONTENT_TYPE, "application/json")],
+                    openapi_json.clone(),
+                )
+            }),
+        )
         .merge(pages::routes())
         .merge(passwords::routes())
         .merge(settings::routes())
@@ -177,6 +190,15 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// Paths browsers show to people (and so need a pre-session CSRF cookie); APIs and
+/// the provider's back-channel endpoints do not.
+fn is_browser_path(path: &str) -> bool {
+    !is_machine_path(path)
+        && !path.starts_with("/api/")
+        && !path.starts_with("/.well-known/")
+        && !matches!(path, "/token" | "/introspect" | "/revoke" | "/userinfo")
+}
+
 fn is_machine_path(path: &str) -> bool {
     matches!(path, "/healthz" | "/readyz" | "/metrics") || path.starts_with("/static/")
 }
@@ -188,7 +210,7 @@ async fn presession_cookie(
     mut request: Request,
     next: Next,
 ) -> Response {
-    if is_machine_path(request.uri().path()) {
+    if !is_browser_path(request.uri().path()) {
         return next.run(request).await;
     }
     let existing = extract::cookie(request.headers(), &state.cookies.presession)

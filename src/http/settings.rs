@@ -39,11 +39,26 @@ struct ListQuery {
 }
 
 fn parse_filter(query: &ListQuery) -> Result<StaffFilter, AppError> {
-    let q = query.q.as_deref().map(str::trim).unwrap_or_default();
+    Ok(staff_filter(
+        query.q.as_deref(),
+        query.role.as_deref(),
+        query.status.as_deref(),
+    )?)
+}
+
+/// The Settings → Staff filter (and the API's), from its three optional parameters.
+pub(super) fn staff_filter(
+    q: Option<&str>,
+    role: Option<&str>,
+    status: Option<&str>,
+) -> Result<StaffFilter, IdmError> {
+    let q = q.map(str::trim).unwrap_or_default();
     if q.chars().count() > 200 {
-        return Err(IdmError::InvalidInput("The search text is too long.".into()).into());
+        return Err(IdmError::InvalidInput(
+            "The search text is too long.".into(),
+        ));
     }
-    let role = match query.role.as_deref().unwrap_or_default() {
+    let role = match role.unwrap_or_default() {
         "" => None,
         other => Some(
             other
@@ -51,7 +66,7 @@ fn parse_filter(query: &ListQuery) -> Result<StaffFilter, AppError> {
                 .map_err(|e| IdmError::InvalidInput(e.to_string()))?,
         ),
     };
-    let status = match query.status.as_deref().unwrap_or_default() {
+    let status = match status.unwrap_or_default() {
         "" => None,
         other => Some(
             other
@@ -86,7 +101,10 @@ async fn staff_list(
 ) -> Result<Response, AppError> {
     let filter = parse_filter(&query)?;
     let session = &admin.signed_in.session;
-    let (actor, staff) = state.idm.list_staff(&session.record, &filter).await?;
+    let (actor, staff) = state
+        .idm
+        .list_staff(&session.record.staff_id(), &filter)
+        .await?;
     let notice = match &query.reset {
         Some(id) => staff
             .iter()
@@ -176,7 +194,7 @@ async fn reset_password(
     let result = state
         .idm
         .admin_reset(
-            &session.record,
+            &session.record.staff_id(),
             &id,
             form.fields.get("temporary_password"),
             &form.visitor.context,

@@ -18,7 +18,7 @@ use crate::crypto::Verification;
 use crate::crypto::tokens;
 use crate::domain::account::PasswordState;
 use crate::domain::password::PolicyContext;
-use crate::domain::session::{SessionKind, SessionRecord};
+use crate::domain::session::SessionKind;
 use crate::domain::{
     Agency, EmailAddress, Password, PasswordKind, StaffAccount, StaffId, Violation,
 };
@@ -185,13 +185,13 @@ impl Idm {
     /// colleague must change it at the next sign-in; their sessions end now.
     pub async fn admin_reset(
         &self,
-        actor: &SessionRecord,
+        actor: &StaffId,
         target_id: &str,
         temporary_input: &str,
         context: &RequestContext,
     ) -> Result<StaffAccount, IdmError> {
         let now = context.now;
-        let (actor, _) = self.account_and_agency(&actor.staff_id()).await?;
+        let (actor, _) = self.account_and_agency(actor).await?;
         let target = self.admin_target(&actor, target_id).await?;
         actor.may_admin_reset(&target)?;
         let agency = self

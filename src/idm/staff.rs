@@ -4,7 +4,6 @@
 use crate::crypto::tokens;
 use crate::domain::account::PasswordState;
 use crate::domain::password::PolicyContext;
-use crate::domain::session::SessionRecord;
 use crate::domain::{
     Agency, AgencyId, EmailAddress, Password, PasswordKind, Role, StaffAccount, StaffId,
     StaffStatus,
@@ -138,12 +137,12 @@ impl Idm {
     /// Settings → Staff: the caller's agency, filtered.
     pub async fn list_staff(
         &self,
-        actor: &SessionRecord,
+        actor: &StaffId,
         filter: &StaffFilter,
     ) -> Result<(StaffAccount, Vec<StaffAccount>), IdmError> {
         let actor = self
             .directory
-            .staff_by_id(&actor.staff_id())
+            .staff_by_id(actor)
             .await?
             .ok_or(IdmError::NotFound)?;
         if !actor.role.is_admin() || !actor.is_active() {
@@ -205,5 +204,81 @@ impl Idm {
             colleague,
             client: (client, secret),
         }))
+    }
+}
+
+impl Idm {
+    /// The caller, if an active owner or client administrator.
+    async fn admin(&self, actor: &StaffId) -> Result<StaffAccount, IdmError> {
+        let actor = self
+            .directory
+            .staff_by_id(actor)
+            .await?
+            .ok_or(IdmError::NotFound)?;
+        if !actor.role.is_admin() || !actor.is_active() {
+            return Err(IdmError::Forbidden);
+        }
+        Ok(actor)
+    }
+
+    /// An administrator adds a colleague to their own agency. The account has no password
+    /// yet: an administrator sets a temporary one, or (SSO agencies) the person resets it.
+    /// A client administrator cannot create an owner.
+    pub async fn add_colleague(
+        &self,
+        actor: &StaffId,
+        email: &str,
+        name: &str,
+        role: Role,
+        now: i64,
+    ) -> Result<StaffAccount, IdmError> {
+        let actor = self.admin(actor).await?;
+        if !actor.role.may_reset_password_of(role) {
+            return Err(IdmError::Forbidden);
+        }
+        let agency = self
+            .directory
+            .agency(&actor.agency_id)
+            .await?
+            .ok_or(IdmError::NotFound)?;
+        let account = self
+            .create_staff(
+                &NewStaff {
+                    agency_slug: &agency.slug,
+                    email,
+                    name,
+                    role,
+                    temporary_password: None,
+                },
+                now,
+            )
+            .await?;
+        self.audit(AuditEvent {
+            agency_id: Some(agency.id.clone()),
+            at: now,
+            event: "staff_added",
+            actor: Some(actor.id.clone()),
+            subject: Some(account.id.clone()),
+            ip: String::new(),
+            detail: format!("role={role}"),
+        })
+        .await;
+        Ok(account)
+    }
+
+    /// One account of the administrator's agency (another agency's is `NotFound`).
+    pub async fn colleague(&self, actor: &StaffId, id: &str) -> Result<StaffAccount, IdmError> {
+        let actor = self.admin(actor).await?;
+        self.admin_target(&actor, id).await
+    }
+
+    /// The agency's security events, newest first.
+    pub async fn audit_log(
+        &self,
+        actor: &StaffId,
+        limit: i64,
+    ) -> Result<Vec<super::ports::StoredAuditEvent>, IdmError> {
+        let actor = self.admin(actor).await?;
+        Ok(self.audit.recent(&actor.agency_id, limit).await?)
     }
 }
