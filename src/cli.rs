@@ -47,6 +47,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ClientCommand,
     },
+    /// An agency's corporate single sign-on.
+    Sso {
+        #[command(subcommand)]
+        command: SsoCommand,
+    },
     /// Token signing keys.
     Keys {
         #[command(subcommand)]
@@ -80,6 +85,40 @@ pub enum ClientCommand {
         /// for several. Default: openid profile email offline_access.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SsoCommand {
+    /// Connect (or replace) the agency's upstream OpenID Connect provider. The issuer's
+    /// discovery document is fetched and must name exactly this issuer.
+    Set {
+        /// The agency's slug.
+        #[arg(long)]
+        agency: String,
+        #[arg(long)]
+        issuer: String,
+        #[arg(long)]
+        client_id: String,
+        #[arg(long)]
+        client_secret: String,
+        /// An email domain the agency owns; repeat for several.
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// Scopes to ask for (default: openid email profile); repeat for several.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Password sign-in and reset off for these domains (owners keep break-glass).
+        #[arg(long)]
+        enforce: bool,
+        /// Create a staff account on first sign-in for unknown people.
+        #[arg(long)]
+        create_accounts: bool,
+    },
+    /// Show the agency's connection (never the secret).
+    Show {
+        #[arg(long)]
+        agency: String,
     },
 }
 
@@ -141,7 +180,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .run_until_stopped()
                 .await
         }
-        command @ (Command::Client { .. } | Command::Keys { .. }) => {
+        command @ (Command::Client { .. } | Command::Keys { .. } | Command::Sso { .. }) => {
             run_oidc_command(command, settings, clock).await
         }
         Command::Migrate => {
@@ -256,9 +295,84 @@ async fn run_oidc_command(
                 })
             );
         }
+        Command::Sso { command } => run_sso_command(&components, command, now).await?,
         _ => {}
     }
     components.store.close().await;
+    Ok(())
+}
+
+async fn run_sso_command(
+    components: &startup::Components,
+    command: SsoCommand,
+    now: i64,
+) -> anyhow::Result<()> {
+    let idm = &components.idm;
+    let agency_of = async |slug: &str| {
+        idm.directory
+            .agency_by_slug(slug)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no agency with slug {slug:?}"))
+    };
+    let show = |c: &crate::domain::sso::SsoConnection, slug: &str| {
+        serde_json::json!({
+            "agency": slug,
+            "issuer": c.issuer,
+            "client_id": c.client_id,
+            "client_secret": "[stored, not shown]",
+            "domains": c.domains,
+            "scopes": c.scopes,
+            "enforce": c.enforce,
+            "create_accounts": c.create_accounts,
+            "redirect_uri": idm.sso_redirect_uri(),
+        })
+    };
+    match command {
+        SsoCommand::Set {
+            agency,
+            issuer,
+            client_id,
+            client_secret,
+            domains,
+            scopes,
+            enforce,
+            create_accounts,
+        } => {
+            let found = agency_of(&agency).await?;
+            let connection = idm
+                .configure_sso(
+                    None,
+                    &found.id,
+                    &crate::idm::sso::SsoSettingsInput {
+                        issuer: &issuer,
+                        client_id: &client_id,
+                        client_secret: &client_secret,
+                        domains: &domains,
+                        scopes: &scopes,
+                        enforce,
+                        create_accounts,
+                    },
+                    &crate::idm::RequestContext {
+                        now,
+                        ip: "cli".into(),
+                        user_agent: "latchkey cli".into(),
+                    },
+                )
+                .await
+                .map_err(|e| match e {
+                    crate::idm::IdmError::SsoSetup(problems) => anyhow::anyhow!(problems.join(" ")),
+                    other => anyhow::anyhow!(other),
+                })?;
+            println!("{}", show(&connection, &agency));
+        }
+        SsoCommand::Show { agency } => {
+            let found = agency_of(&agency).await?;
+            match idm.sso_connection_of(&found.id).await? {
+                Some(connection) => println!("{}", show(&connection, &agency)),
+                None => anyhow::bail!("agency {agency:?} has no single sign-on connection"),
+            }
+        }
+    }
     Ok(())
 }
 

@@ -60,6 +60,13 @@ pub struct Settings {
     pub log: LogSettings,
     pub dev: DevSettings,
     pub oidc: OidcSettings,
+    pub sso: SsoSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoSettings {
+    pub upstream_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

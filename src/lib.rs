@@ -17,4 +17,5 @@ pub mod render;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod upstream;
 pub mod worker;

@@ -28,6 +28,7 @@ const TEMPLATES: &[(&str, &str)] = templates!(
     "account.html",
     "staff_list.html",
     "staff_reset.html",
+    "settings_sso.html",
     "error.html",
     "dev_mail.html",
     "sso_required.html",

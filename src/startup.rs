@@ -21,6 +21,7 @@ use crate::mail::MailTarget;
 use crate::metrics::Metrics;
 use crate::render::Renderer;
 use crate::store::SqlStore;
+use crate::upstream::OpenIdUpstream;
 use crate::worker::{self, RetryPolicy};
 
 /// The bundled list of passwords refused as too common.
@@ -108,7 +109,14 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         mail_queue: store_arc.clone(),
         clients: store_arc.clone(),
         signing_keys: store_arc.clone(),
-        consents: store_arc,
+        consents: store_arc.clone(),
+        sso: store_arc,
+        upstream: Arc::new(
+            OpenIdUpstream::new(Duration::from_millis(
+                settings.sso.upstream_timeout_ms.max(100),
+            ))
+            .map_err(|e| anyhow::anyhow!("upstream HTTP client: {e}"))?,
+        ),
         ephemeral,
         key_encryption,
         key_cache: Arc::default(),

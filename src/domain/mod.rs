@@ -8,6 +8,7 @@ pub mod password;
 pub mod role;
 pub mod secret;
 pub mod session;
+pub mod sso;
 
 pub use account::{Agency, AgencyId, StaffAccount, StaffId, StaffStatus};
 pub use email::EmailAddress;

@@ -109,6 +109,34 @@ pub fn describe(err: &IdmError) -> (StatusCode, &'static str, String) {
             "Try again shortly",
             "Latchkey cannot reach a service it needs right now. Try again shortly.".into(),
         ),
+        IdmError::SsoSetup(problems) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Single sign-on not saved",
+            problems.join(" "),
+        ),
+        IdmError::SsoRefused(message) => (
+            StatusCode::FORBIDDEN,
+            "Single sign-on failed",
+            message.clone(),
+        ),
+        IdmError::SsoNoAccount { agency_name } => (
+            StatusCode::FORBIDDEN,
+            "No Latchkey account",
+            format!(
+                "You signed in at your company's identity provider, but there is no Latchkey account for you{}. Ask an owner or client administrator at your agency to add you.",
+                if agency_name.is_empty() { String::new() } else { format!(" at {agency_name}") }
+            ),
+        ),
+        IdmError::SsoRequired { .. } => (
+            StatusCode::FORBIDDEN,
+            "Use single sign-on",
+            "Your agency signs in through its corporate single sign-on.".into(),
+        ),
+        IdmError::UpstreamUnavailable(_) => (
+            StatusCode::BAD_GATEWAY,
+            "Identity provider not answering",
+            "Your company's identity provider is not answering right now. Try again shortly, or ask your IT team.".into(),
+        ),
         IdmError::Internal(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             "Something went wrong",
@@ -125,6 +153,9 @@ pub fn log_if_server_error(err: &IdmError) {
         }
         IdmError::Internal(message) => tracing::error!(error = %message, "internal error"),
         IdmError::Busy => tracing::warn!("password hashing queue full"),
+        IdmError::UpstreamUnavailable(message) => {
+            tracing::warn!(error = %message, "identity provider unavailable");
+        }
         _ => {}
     }
 }
@@ -156,6 +187,13 @@ impl IntoResponse for AppError {
                 if matches!(err, IdmError::InvalidResetToken) {
                     page.back_href = "/password/forgot";
                     page.back_label = "Request a new link";
+                }
+                if matches!(
+                    err,
+                    IdmError::SsoRefused(_) | IdmError::SsoNoAccount { .. } | IdmError::UpstreamUnavailable(_)
+                ) {
+                    page.back_href = "/login";
+                    page.back_label = "Back to sign in";
                 }
                 (page, retry_after(&err))
             }

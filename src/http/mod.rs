@@ -10,6 +10,7 @@ mod oidc;
 mod pages;
 mod passwords;
 mod settings;
+mod sso;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -160,6 +161,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .merge(settings::routes())
         .merge(health::routes())
         .merge(oidc::routes())
+        .merge(sso::routes())
         .route("/static/style.css", get(stylesheet))
         .fallback(|| async { AppError::NotFound })
         .layer(DefaultBodyLimit::max(max_body_bytes))

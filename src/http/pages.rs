@@ -109,6 +109,15 @@ async fn login(State(state): State<AppState>, form: CsrfForm) -> Response {
         (result, _) => result,
     };
     match result {
+        Err(IdmError::SsoRequired { email }) => {
+            let encoded: String = url::form_urlencoded::byte_serialize(email.as_bytes()).collect();
+            let mut to = format!("/sso/start?email={encoded}");
+            if let Some(path) = &return_to {
+                let path: String = url::form_urlencoded::byte_serialize(path.as_bytes()).collect();
+                to.push_str(&format!("&return_to={path}"));
+            }
+            Redirect::to(&to).into_response()
+        }
         Ok(session) => {
             state.metrics.record_sign_in(true);
             redirect_with_session(&state.cookies, &session, &landing(&session))

@@ -8,6 +8,7 @@ pub mod passwords;
 pub mod ports;
 pub mod sessions;
 pub mod sign_in;
+pub mod sso;
 pub mod staff;
 
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use crate::domain::role::Denial;
 use crate::domain::{PasswordPolicy, Violation};
 use ports::{
     AuditEvent, AuditLog, ClientRegistry, ConsentStore, Counters, Directory, Ephemeral,
-    MailComposer, MailQueue, PortError, SessionStore, SigningKeyStore,
+    MailComposer, MailQueue, PortError, SessionStore, SigningKeyStore, SsoStore, UpstreamOidc,
 };
 
 /// What went wrong, in domain words. `http::error` maps each to a status and a page.
@@ -61,6 +62,16 @@ pub enum IdmError {
         #[source]
         cause: PortError,
     },
+    #[error("the single sign-on settings were refused")]
+    SsoSetup(Vec<String>),
+    #[error("single sign-on refused: {0}")]
+    SsoRefused(String),
+    #[error("no account for this single sign-on identity")]
+    SsoNoAccount { agency_name: String },
+    #[error("the agency signs in with single sign-on")]
+    SsoRequired { email: String },
+    #[error("the identity provider is unavailable: {0}")]
+    UpstreamUnavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -146,6 +157,8 @@ pub struct Idm {
     pub ephemeral: Arc<dyn Ephemeral>,
     pub key_encryption: Arc<KeyEncryption>,
     pub key_cache: Arc<tokio::sync::Mutex<keys::KeyCache>>,
+    pub sso: Arc<dyn SsoStore>,
+    pub upstream: Arc<dyn UpstreamOidc>,
 }
 
 impl Idm {

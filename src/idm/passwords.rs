@@ -26,6 +26,7 @@ use crate::domain::{
 use super::ports::{AuditEvent, MailMessage, OutgoingMail, PasswordChange};
 use super::sessions::{CurrentSession, NewSession};
 use super::sign_in::account_throttle_key;
+use super::sso::PasswordRule;
 use super::{Idm, IdmError, RequestContext};
 
 /// What the three form fields of a new password hold.
@@ -312,7 +313,14 @@ impl Idm {
             .agency(&account.agency_id)
             .await?
             .ok_or(IdmError::NotFound)?;
-        let message = if agency.sso_enabled {
+        let enforced = self.password_rule(&account.email).await? == PasswordRule::SsoRequired;
+        let message = if enforced {
+            // The password lives at the company's identity provider: reset it there.
+            MailMessage::ResetAtSso {
+                name: account.name.clone(),
+                agency_name: agency.name.clone(),
+            }
+        } else if agency.sso_enabled {
             let token = tokens::random_token(32);
             let expires_at = now + self.rules.reset_valid_seconds;
             self.directory
@@ -372,7 +380,8 @@ impl Idm {
         let now = context.now;
         let account_id = self.check_reset_token(token, now).await?;
         let (account, agency) = self.account_and_agency(&account_id).await?;
-        if !account.is_active() {
+        let enforced = self.password_rule(&account.email).await? == PasswordRule::SsoRequired;
+        if !account.is_active() || enforced {
             return Err(IdmError::InvalidResetToken);
         }
         let (new, mut violations) = self.check_new_password(&account, form, None);

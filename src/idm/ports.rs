@@ -318,3 +318,74 @@ pub trait Ephemeral: Send + Sync {
     async fn members(&self, set: &str) -> PortResult<Vec<String>>;
     async fn remove_member(&self, set: &str, member: &str) -> PortResult<()>;
 }
+
+/// A connection as stored: the secret sealed.
+#[derive(Debug, Clone)]
+pub struct StoredSsoConnection {
+    pub agency_id: AgencyId,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_sealed: String,
+    pub domains: Vec<String>,
+    pub scopes: Vec<String>,
+    pub enforce: bool,
+    pub create_accounts: bool,
+    pub updated_at: i64,
+}
+
+/// Agencies' SSO connections, their domains, and linked upstream identities.
+#[async_trait]
+pub trait SsoStore: Send + Sync {
+    /// Saves (replaces) the agency's connection and its domains; `Conflict` when a domain
+    /// belongs to another agency.
+    async fn save_sso_connection(&self, connection: &StoredSsoConnection) -> PortResult<()>;
+    async fn sso_connection(&self, agency: &AgencyId) -> PortResult<Option<StoredSsoConnection>>;
+    async fn agency_for_domain(&self, domain: &str) -> PortResult<Option<AgencyId>>;
+    async fn linked_account(&self, issuer: &str, subject: &str) -> PortResult<Option<StaffId>>;
+    async fn link_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        account: &StaffId,
+        now: i64,
+    ) -> PortResult<()>;
+}
+
+/// Why an upstream step failed, in words a person can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("the identity provider could not be reached: {0}")]
+    Unreachable(String),
+    #[error("the identity provider's discovery document names issuer {found:?}, not {expected:?}")]
+    IssuerMismatch { expected: String, found: String },
+    #[error("the identity provider's answer was refused: {0}")]
+    Refused(String),
+}
+
+/// The upstream OpenID Connect provider, as a relying party sees it.
+#[async_trait]
+pub trait UpstreamOidc: Send + Sync {
+    /// Fetches and checks the issuer's discovery document (and JWKS).
+    async fn discover(&self, issuer: &str) -> Result<(), UpstreamError>;
+    #[allow(clippy::too_many_arguments)]
+    async fn authorization_url(
+        &self,
+        connection: &crate::domain::sso::SsoConnection,
+        redirect_uri: &str,
+        state: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+        login_hint: Option<&str>,
+    ) -> Result<String, UpstreamError>;
+    /// Exchanges the code and verifies the ID token (issuer, audience, expiry at `now`,
+    /// nonce, signature).
+    async fn exchange(
+        &self,
+        connection: &crate::domain::sso::SsoConnection,
+        redirect_uri: &str,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+        now: i64,
+    ) -> Result<crate::domain::sso::UpstreamIdentity, UpstreamError>;
+}

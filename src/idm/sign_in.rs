@@ -22,6 +22,7 @@ use crate::domain::{EmailAddress, Password};
 
 use super::ports::{AuditEvent, FailureCount};
 use super::sessions::NewSession;
+use super::sso::PasswordRule;
 use super::{Idm, IdmError, RequestContext};
 
 /// How long a failure streak is remembered.
@@ -97,6 +98,20 @@ impl Idm {
             });
         }
         let email = EmailAddress::parse(email_input).ok();
+        // Identifier-first: an enforcing agency's staff go to their identity provider, and
+        // no password of theirs is checked here.
+        let break_glass = match &email {
+            Some(email) => match self.password_rule(email).await? {
+                PasswordRule::SsoRequired => {
+                    return Err(IdmError::SsoRequired {
+                        email: email.to_string(),
+                    });
+                }
+                PasswordRule::BreakGlass => true,
+                PasswordRule::Allowed => false,
+            },
+            None => false,
+        };
         let account_key =
             account_throttle_key(email.as_ref().map_or(email_input, EmailAddress::as_str));
         self.take_account_attempt(&account_key, now).await?;
@@ -177,6 +192,19 @@ impl Idm {
             },
         })
         .await;
+        if break_glass {
+            self.audit(AuditEvent {
+                agency_id: Some(account.agency_id.clone()),
+                at: now,
+                event: "break_glass_sign_in",
+                actor: Some(account.id.clone()),
+                subject: Some(account.id.clone()),
+                ip: context.ip.clone(),
+                detail: "owner password sign-in while single sign-on is enforced".into(),
+            })
+            .await;
+            tracing::warn!(account = %account.id, "break-glass password sign-in");
+        }
         tracing::info!(account = %account.id, "signed in");
         Ok(session)
     }

@@ -2,6 +2,7 @@
 //! driver: one implementation and one migration set for SQLite and PostgreSQL.
 
 mod oidc;
+mod sso;
 
 use std::path::Path;
 
