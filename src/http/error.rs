@@ -56,7 +56,10 @@ pub fn describe(err: &IdmError) -> (StatusCode, &'static str, String) {
         IdmError::Throttled { retry_after } => (
             StatusCode::TOO_MANY_REQUESTS,
             "Too many attempts",
-            format!("Too many attempts. Wait {retry_after} seconds, then try again."),
+            format!(
+                "Too many attempts. Wait {retry_after} second{}, then try again.",
+                if *retry_after == 1 { "" } else { "s" }
+            ),
         ),
         IdmError::TemporaryPasswordExpired => (
             StatusCode::UNAUTHORIZED,

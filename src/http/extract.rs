@@ -51,6 +51,8 @@ pub fn safe_return_path(candidate: &str) -> Option<String> {
 #[derive(Clone)]
 pub struct Visitor {
     pub session: Option<CurrentSession>,
+    /// The device cookie, as sent (checked where it is used).
+    pub device_cookie: Option<String>,
     pub presession: String,
     pub context: RequestContext,
 }
@@ -125,8 +127,10 @@ where
             .get::<PresessionId>()
             .map(|p| p.0.clone())
             .unwrap_or_default();
+        let device_cookie = cookie(&parts.headers, &state.cookies.device).map(str::to_owned);
         let visitor = Self {
             session,
+            device_cookie,
             presession,
             context,
         };

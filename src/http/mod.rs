@@ -35,11 +35,16 @@ use crate::render::{Renderer, STYLESHEET};
 use error::{AppError, ErrorPage};
 use extract::PresessionId;
 
+/// How long a browser stays known to an account after a password sign-in.
+pub const DEVICE_COOKIE_SECONDS: i64 = 180 * 24 * 3600;
+
 /// Cookie names; with an https public URL they carry the `__Host-` prefix.
 #[derive(Debug, Clone)]
 pub struct CookieNames {
     pub session: String,
     pub presession: String,
+    /// Marks a browser that signed in to an account before (see `TrustedDevice`).
+    pub device: String,
     pub secure: bool,
 }
 
@@ -49,6 +54,7 @@ impl CookieNames {
         Self {
             session: format!("{prefix}latchkey_session"),
             presession: format!("{prefix}latchkey_csrf"),
+            device: format!("{prefix}latchkey_device"),
             secure: https,
         }
     }
@@ -57,6 +63,11 @@ impl CookieNames {
     pub fn set(&self, name: &str, value: &str) -> String {
         let secure = if self.secure { "; Secure" } else { "" };
         format!("{name}={value}; HttpOnly; SameSite=Lax; Path=/{secure}")
+    }
+
+    /// A cookie that outlives the browser session.
+    pub fn set_lasting(&self, name: &str, value: &str, max_age_seconds: i64) -> String {
+        format!("{}; Max-Age={max_age_seconds}", self.set(name, value))
     }
 
     pub fn clear(&self, name: &str) -> String {
@@ -111,6 +122,31 @@ impl CurrentView {
 }
 
 impl AppState {
+    /// A device cookie for `account`: `account.issued_at.mac`.
+    pub fn device_cookie(&self, account: &str, now: i64) -> String {
+        let mac = tokens::hmac(&self.csrf_key, &format!("device|{account}|{now}"));
+        format!("{account}.{now}.{mac}")
+    }
+
+    /// The account a device cookie vouches for, if its MAC holds and it is not too old.
+    pub fn trusted_device(
+        &self,
+        cookie: &str,
+        now: i64,
+    ) -> Option<crate::idm::sign_in::TrustedDevice> {
+        let mut parts = cookie.split('.');
+        let (account, issued, mac) = (parts.next()?, parts.next()?, parts.next()?);
+        let issued_at: i64 = issued.parse().ok()?;
+        let expected = tokens::hmac(&self.csrf_key, &format!("device|{account}|{issued_at}"));
+        let fresh = now - issued_at < DEVICE_COOKIE_SECONDS && issued_at <= now;
+        (parts.next().is_none() && fresh && tokens::constant_time_eq(&expected, mac)).then(|| {
+            crate::idm::sign_in::TrustedDevice {
+                account: crate::domain::StaffId(account.to_owned()),
+                id: tokens::digest(cookie),
+            }
+        })
+    }
+
     /// The CSRF token for a visitor without a session: an HMAC of their pre-session cookie.
     pub fn presession_csrf(&self, presession: &str) -> String {
         tokens::hmac(&self.csrf_key, presession)

@@ -96,7 +96,9 @@ fn metadata(issuer: &str) -> Result<Metadata, String> {
             code_challenge_methods_supported: vec!["S256".into()],
             authorization_response_iss_parameter_supported: true,
             introspection_endpoint_auth_methods_supported: auth_methods(),
-            revocation_endpoint_auth_methods_supported: auth_methods(),
+            // RFC 7009 §2.1: a public client revokes its own tokens by naming itself.
+            revocation_endpoint_auth_methods_supported: [auth_methods(), vec!["none".into()]]
+                .concat(),
         },
     )
     .set_token_endpoint(Some(TokenUrl::new(url("/token")).map_err(err)?))
@@ -503,6 +505,11 @@ async fn authenticated_client(
 
 async fn introspect(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     match authenticated_client(&state, &headers, &body).await {
+        // RFC 7662 §2.1: the caller must authenticate; a public client can only name itself.
+        Ok((client, _)) if client.is_public() => oauth_error(&OAuthError::new(
+            "invalid_client",
+            "introspection needs a confidential client",
+        )),
         Ok((client, fields)) => match state
             .idm
             .introspect(&client, fields.get("token"), state.clock.now())

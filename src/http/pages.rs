@@ -93,9 +93,19 @@ async fn login(State(state): State<AppState>, form: CsrfForm) -> Response {
             "Enter your email address and your password.".into(),
         ))
     } else {
+        let device = visitor
+            .device_cookie
+            .as_deref()
+            .and_then(|c| state.trusted_device(c, visitor.context.now));
         state
             .idm
-            .sign_in(email, password, return_to.clone(), &visitor.context)
+            .sign_in(
+                email,
+                password,
+                return_to.clone(),
+                device.as_ref(),
+                &visitor.context,
+            )
             .await
     };
     // Someone signing in over another person's session (a shared computer) ends that
@@ -120,7 +130,17 @@ async fn login(State(state): State<AppState>, form: CsrfForm) -> Response {
         }
         Ok(session) => {
             state.metrics.record_sign_in(true);
-            redirect_with_session(&state.cookies, &session, &landing(&session))
+            let mut response = redirect_with_session(&state.cookies, &session, &landing(&session));
+            let device = state.device_cookie(&session.record.account_id, visitor.context.now);
+            let cookie = state.cookies.set_lasting(
+                &state.cookies.device,
+                &device,
+                crate::http::DEVICE_COOKIE_SECONDS,
+            );
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().append(header::SET_COOKIE, value);
+            }
+            response
         }
         Err(err) => {
             state.metrics.record_sign_in(false);

@@ -18,7 +18,7 @@ use crate::crypto::Verification;
 use crate::crypto::tokens;
 use crate::domain::account::PasswordState;
 use crate::domain::session::{AuthMethod, SessionKind};
-use crate::domain::{EmailAddress, Password};
+use crate::domain::{EmailAddress, Password, StaffId};
 
 use super::ports::{AuditEvent, FailureCount};
 use super::sessions::NewSession;
@@ -30,6 +30,20 @@ const FAILURE_MEMORY_SECONDS: i64 = 24 * 3600;
 
 pub(crate) fn account_throttle_key(email: &str) -> String {
     format!("fail:acct:{}", tokens::digest(&email.trim().to_lowercase()))
+}
+
+fn device_throttle_key(device: &str) -> String {
+    format!("fail:device:{device}")
+}
+
+/// A browser that signed in to this account before (proved by a signed cookie). Its
+/// attempts count against its own budget, so a stranger's guessing, which locks the
+/// account's shared budget, does not lock the holder out of their usual browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedDevice {
+    pub account: StaffId,
+    /// A digest of the cookie, naming this browser's counter.
+    pub id: String,
 }
 
 fn ip_throttle_key(ip: &str) -> String {
@@ -83,6 +97,7 @@ impl Idm {
         email_input: &str,
         password_input: &str,
         resume_to: Option<String>,
+        device: Option<&TrustedDevice>,
         context: &RequestContext,
     ) -> Result<NewSession, IdmError> {
         let now = context.now;
@@ -112,14 +127,18 @@ impl Idm {
             },
             None => false,
         };
-        let account_key =
-            account_throttle_key(email.as_ref().map_or(email_input, EmailAddress::as_str));
-        self.take_account_attempt(&account_key, now).await?;
-
         let account = match &email {
             Some(email) => self.directory.staff_by_email(email).await?,
             None => None,
         };
+        let account_key = match (&account, device) {
+            (Some(account), Some(device)) if device.account == account.id => {
+                device_throttle_key(&device.id)
+            }
+            _ => account_throttle_key(email.as_ref().map_or(email_input, EmailAddress::as_str)),
+        };
+        self.take_account_attempt(&account_key, now).await?;
+
         let stored = account.as_ref().and_then(|a| a.password_hash.as_deref());
         let verification = self.hasher.verify(&password, stored).await?;
 

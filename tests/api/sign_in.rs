@@ -750,3 +750,41 @@ async fn s2_signing_in_over_another_persons_session_ends_that_session() {
     assert!(page.location().starts_with("/login"));
     app.stop().await;
 }
+
+/// P6: a stranger who keeps the account's shared budget exhausted (one wrong guess at
+/// every delay) does not lock the holder out of a browser they signed in with before.
+#[tokio::test]
+async fn p6_guessing_from_elsewhere_does_not_lock_the_holder_out_of_their_own_browser() {
+    let app = spawn_app().await;
+    let agency = app.agency("Harbour Homes", false).await;
+    let bob = app.person(&agency, "Bob Baker", Role::Staff).await;
+    let bobs_laptop = app.signed_in(&bob).await;
+    assert!(
+        bobs_laptop.cookie("latchkey_device").is_some(),
+        "a password sign-in marks the browser"
+    );
+    bobs_laptop.submit("/logout", &[]).await;
+
+    let attacker = app.browser();
+    for _ in 0..5 {
+        let page = attacker.sign_in(&bob.email, "Wrong-Guess-1!").await;
+        assert_eq!(page.status, reqwest::StatusCode::UNAUTHORIZED);
+    }
+    let locked = attacker.sign_in(&bob.email, &bob.password).await;
+    assert_eq!(
+        locked.status,
+        reqwest::StatusCode::TOO_MANY_REQUESTS,
+        "a browser without the device cookie waits, even with the right password"
+    );
+
+    let back = bobs_laptop.sign_in(&bob.email, &bob.password).await;
+    assert_eq!(back.status, reqwest::StatusCode::SEE_OTHER, "{}", back.body);
+    assert_eq!(back.location(), "/account");
+
+    // A forged device cookie is worth nothing.
+    let forger = app.browser();
+    forger.set_cookie("latchkey_device", &format!("{}.1.forged", bob.id()));
+    let forged = forger.sign_in(&bob.email, &bob.password).await;
+    assert_eq!(forged.status, reqwest::StatusCode::TOO_MANY_REQUESTS);
+    app.stop().await;
+}
