@@ -220,15 +220,9 @@ impl Idm {
                         expires_at: now + self.rules.temporary_valid_seconds,
                     },
                     changed_at: now,
-                    audit: AuditEvent {
-                        agency_id: Some(target.agency_id.clone()),
-                        at: now,
-                        event: "admin_password_reset",
-                        actor: Some(actor.id.clone()),
-                        subject: Some(target.id.clone()),
-                        ip: context.ip.clone(),
-                        detail: format!("actor_role={}", actor.role),
-                    },
+                    audit: AuditEvent::about(&target, "admin_password_reset", context)
+                        .by(&actor.id)
+                        .detail(format!("actor_role={}", actor.role)),
                     notify: self.changed_mail(
                         &target,
                         &agency,
@@ -346,15 +340,10 @@ impl Idm {
             .map_err(IdmError::Internal)?;
         self.mail_queue.enqueue(&mail, now).await?;
         self.mail_ready.notify_one();
-        self.audit(AuditEvent {
-            agency_id: Some(account.agency_id.clone()),
-            at: now,
-            event: "password_reset_requested",
-            actor: None,
-            subject: Some(account.id.clone()),
-            ip: context.ip.clone(),
-            detail: format!("self_service={self_service}"),
-        })
+        self.audit(
+            AuditEvent::about(&account, "password_reset_requested", context)
+                .detail(format!("self_service={self_service}")),
+        )
         .await;
         Ok(())
     }
@@ -411,15 +400,9 @@ impl Idm {
                     hash,
                     state: PasswordState::Chosen,
                     changed_at: now,
-                    audit: AuditEvent {
-                        agency_id: Some(account.agency_id.clone()),
-                        at: now,
-                        event: "password_reset_completed",
-                        actor: Some(account.id.clone()),
-                        subject: Some(account.id.clone()),
-                        ip: context.ip.clone(),
-                        detail: "method=email_link".into(),
-                    },
+                    audit: AuditEvent::about(&account, "password_reset_completed", context)
+                        .by(&account.id)
+                        .detail("method=email_link"),
                     notify: self.changed_mail(&account, &agency, now, "reset with an emailed link"),
                 },
             )

@@ -66,6 +66,36 @@ pub struct AuditEvent {
     pub detail: String,
 }
 
+impl AuditEvent {
+    /// An event about `subject`, in its agency, from the request in `context`.
+    pub fn about(
+        subject: &crate::domain::StaffAccount,
+        event: &'static str,
+        context: &super::RequestContext,
+    ) -> Self {
+        Self {
+            agency_id: Some(subject.agency_id.clone()),
+            at: context.now,
+            event,
+            actor: None,
+            subject: Some(subject.id.clone()),
+            ip: context.ip.clone(),
+            detail: String::new(),
+        }
+    }
+
+    /// Who did it.
+    pub fn by(mut self, actor: &StaffId) -> Self {
+        self.actor = Some(actor.clone());
+        self
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredAuditEvent {
     pub at: i64,

@@ -149,15 +149,10 @@ impl Idm {
                 .hit(&ip_key, self.rules.ip_window_seconds)
                 .await?;
             if let Some(account) = account {
-                self.audit(AuditEvent {
-                    agency_id: Some(account.agency_id.clone()),
-                    at: now,
-                    event: "sign_in_failed",
-                    actor: None,
-                    subject: Some(account.id.clone()),
-                    ip: context.ip.clone(),
-                    detail: "method=password".into(),
-                })
+                self.audit(
+                    AuditEvent::about(&account, "sign_in_failed", context)
+                        .detail("method=password"),
+                )
                 .await;
             }
             tracing::info!(ip = %context.ip, "sign-in refused: wrong email or password");
@@ -170,15 +165,11 @@ impl Idm {
         }
         let kind = match account.password_state {
             PasswordState::Temporary { expires_at } if now >= expires_at => {
-                self.audit(AuditEvent {
-                    agency_id: Some(account.agency_id.clone()),
-                    at: now,
-                    event: "sign_in_refused_temporary_expired",
-                    actor: None,
-                    subject: Some(account.id.clone()),
-                    ip: context.ip.clone(),
-                    detail: String::new(),
-                })
+                self.audit(AuditEvent::about(
+                    &account,
+                    "sign_in_refused_temporary_expired",
+                    context,
+                ))
                 .await;
                 return Err(IdmError::TemporaryPasswordExpired);
             }
@@ -212,15 +203,11 @@ impl Idm {
         })
         .await;
         if break_glass {
-            self.audit(AuditEvent {
-                agency_id: Some(account.agency_id.clone()),
-                at: now,
-                event: "break_glass_sign_in",
-                actor: Some(account.id.clone()),
-                subject: Some(account.id.clone()),
-                ip: context.ip.clone(),
-                detail: "owner password sign-in while single sign-on is enforced".into(),
-            })
+            self.audit(
+                AuditEvent::about(&account, "break_glass_sign_in", context)
+                    .by(&account.id)
+                    .detail("owner password sign-in while single sign-on is enforced"),
+            )
             .await;
             tracing::warn!(account = %account.id, "break-glass password sign-in");
         }

@@ -367,15 +367,11 @@ impl Idm {
                 context,
             )
             .await?;
-        self.audit(AuditEvent {
-            agency_id: Some(account.agency_id.clone()),
-            at: now,
-            event: "sso_sign_in",
-            actor: Some(account.id.clone()),
-            subject: Some(account.id.clone()),
-            ip: context.ip.clone(),
-            detail: format!("issuer={}", identity.issuer),
-        })
+        self.audit(
+            AuditEvent::about(&account, "sso_sign_in", context)
+                .by(&account.id)
+                .detail(format!("issuer={}", identity.issuer)),
+        )
         .await;
         Ok((session, attempt.return_to))
     }
@@ -511,15 +507,10 @@ impl Idm {
                 context.now,
             )
             .await?;
-        self.audit(AuditEvent {
-            agency_id: Some(account.agency_id.clone()),
-            at: context.now,
-            event: "sso_linked",
-            actor: None,
-            subject: Some(account.id.clone()),
-            ip: context.ip.clone(),
-            detail: format!("issuer={}", identity.issuer),
-        })
+        self.audit(
+            AuditEvent::about(&account, "sso_linked", context)
+                .detail(format!("issuer={}", identity.issuer)),
+        )
         .await;
         Ok(account)
     }
