@@ -8,7 +8,10 @@
 #
 # Idempotent: when everything is already up it only checks (well under 2 s).
 # Services: Redis 7 (127.0.0.1:6379), PostgreSQL (127.0.0.1:5432, trust auth),
-# a Python venv with aiosmtpd 1.4.6 (the tests start their own SMTP sinks).
+# a Python venv with aiosmtpd 1.4.6 (the tests start their own SMTP sinks),
+# node 20+ with npm and the OpenID Connect peers of tests/peers (npm ci when
+# node_modules is missing or older than package-lock.json; the tests start
+# the peers themselves).
 set -euo pipefail
 
 readonly SCRIPT_NAME=services.sh
@@ -24,7 +27,7 @@ case "${1:-}" in
   '') ;;
   --print-env) print_env=1 ;;
   -h | --help)
-    sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+    sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
     exit 0
     ;;
   *) die "unknown argument '$1' (expected --print-env)" ;;
@@ -55,6 +58,11 @@ readonly AIOSMTPD_VERSION=1.4.6
 readonly CACHE_DIR="${LATCHKEY_CACHE:-$HOME/.cache/latchkey}"
 readonly VENV="$CACHE_DIR/venv"
 readonly VENV_PYTHON="$VENV/bin/python"
+
+readonly NODE_MIN_MAJOR=20
+PEERS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/peers" && pwd)" ||
+  die "peers: tests/peers not found next to deploy/"
+readonly PEERS_DIR
 
 export DEBIAN_FRONTEND=noninteractive
 # Never hang on a dead server (psql also gets -w: never prompt, CI has no stdin).
@@ -361,24 +369,65 @@ PY
   log "smtp: aiosmtpd $AIOSMTPD_VERSION in $VENV delivered a smoke-test message to a Maildir"
 }
 
+# ---------------------------------------------------------------- node peers (npm)
+peers_installed() {
+  local modules="$PEERS_DIR/node_modules"
+  # npm writes node_modules/.package-lock.json last, so it dates the install.
+  [[ -f "$modules/.package-lock.json" ]] &&
+    [[ ! "$PEERS_DIR/package-lock.json" -nt "$modules/.package-lock.json" ]] &&
+    [[ ! "$PEERS_DIR/package.json" -nt "$modules/.package-lock.json" ]] &&
+    [[ -f "$modules/openid-client/package.json" ]] &&
+    [[ -f "$modules/oidc-provider/package.json" ]]
+}
+
+ensure_node_peers() {
+  command -v node >/dev/null ||
+    die "peers: node (Node.js $NODE_MIN_MAJOR or newer) is not on PATH; install nodejs $NODE_MIN_MAJOR+ with npm"
+  command -v npm >/dev/null ||
+    die "peers: npm is not on PATH; install npm (it comes with Node.js $NODE_MIN_MAJOR+)"
+  local version
+  version="$(node --version 2>/dev/null)" || die "peers: node --version failed"
+  local major="${version#v}"
+  major="${major%%.*}"
+  if ! [[ "$major" =~ ^[0-9]+$ ]] || ((major < NODE_MIN_MAJOR)); then
+    die "peers: node $version is too old; Node.js $NODE_MIN_MAJOR or newer is needed"
+  fi
+  [[ -f "$PEERS_DIR/package-lock.json" ]] || die "peers: $PEERS_DIR/package-lock.json is missing"
+
+  if peers_installed; then
+    log "peers: node $version, $PEERS_DIR/node_modules up to date"
+    return
+  fi
+  log "peers: npm ci --prefix $PEERS_DIR (node $version)"
+  npm ci --prefix "$PEERS_DIR" --prefer-offline --no-audit --no-fund >&2 ||
+    die "peers: npm ci --prefix $PEERS_DIR failed (needs the npm registry or a warm ~/.npm cache)"
+  peers_installed || die "peers: $PEERS_DIR/node_modules still incomplete after npm ci"
+  log "peers: installed openid-client and oidc-provider into $PEERS_DIR/node_modules"
+}
+
 # ---------------------------------------------------------------- main
 started=$(date +%s%N)
 ensure_redis
 ensure_postgres
 drop_leftover_test_databases
 ensure_smtp_sink
+ensure_node_peers
 
 # Do not resolve symlinks: Debian's /usr/bin/redis-server is a link to
 # redis-check-rdb, and the binary picks its personality from argv[0].
 redis_server_path="$(command -v redis-server)"
 [[ "$redis_server_path" == /* ]] || redis_server_path="$PWD/$redis_server_path"
+node_path="$(command -v node)"
+[[ "$node_path" == /* ]] || node_path="$PWD/$node_path"
 elapsed_ms=$((($(date +%s%N) - started) / 1000000))
-log "OK: redis, postgres and smtp sink ready (${elapsed_ms} ms)"
+log "OK: redis, postgres, smtp sink and node peers ready (${elapsed_ms} ms)"
 
 if ((print_env)); then
   printf 'export %s=%q\n' \
     LATCHKEY_TEST_REDIS_URL "redis://$REDIS_HOST:$REDIS_PORT" \
     LATCHKEY_TEST_POSTGRES_URL "postgres://$PG_USER@$PG_HOST:$PG_PORT/postgres" \
     LATCHKEY_TEST_PYTHON "$VENV_PYTHON" \
-    LATCHKEY_TEST_REDIS_SERVER "$redis_server_path"
+    LATCHKEY_TEST_REDIS_SERVER "$redis_server_path" \
+    LATCHKEY_TEST_NODE "$node_path" \
+    LATCHKEY_TEST_PEERS "$PEERS_DIR"
 fi
