@@ -316,6 +316,13 @@ ensure_smtp_sink() {
     aiosmtpd_ok || die "smtp: aiosmtpd $AIOSMTPD_VERSION still not importable from $VENV_PYTHON"
   fi
 
+  # The admin API test validates /api/openapi.json with a real OpenAPI validator.
+  if ! "$VENV_PYTHON" -c 'import openapi_spec_validator' 2>/dev/null; then
+    log "openapi: installing openapi-spec-validator into $VENV"
+    "$VENV_PYTHON" -m pip install --disable-pip-version-check -q "openapi-spec-validator>=0.7,<0.8" >&2 ||
+      die "openapi: pip install openapi-spec-validator failed"
+  fi
+
   # Smoke test: the exact way the tests run their sink.
   smtp_tmp="$(mktemp -d "${TMPDIR:-/tmp}/latchkey-smtp.XXXXXX")"
   local port

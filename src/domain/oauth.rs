@@ -157,6 +157,8 @@ pub struct CodeRecord {
     pub amr: String,
     /// The grant family the code's tokens will belong to.
     pub family: String,
+    /// Checked against the clock: the store's own expiry is only a backstop.
+    pub expires_at: i64,
 }
 
 /// A grant family: every access and refresh token issued from one authorization.

@@ -83,6 +83,10 @@ pub enum AuthorizeOutcome {
 struct PendingAuthorization {
     request: AuthorizationRequest,
     created_at: i64,
+    /// The session the request arrived with. `prompt=login`, `max_age=0` and an exceeded
+    /// `max_age` are met only by another session: one made by signing in again.
+    #[serde(default)]
+    session_at_request: Option<String>,
 }
 
 const PENDING_SECONDS: i64 = 600;
@@ -207,11 +211,20 @@ impl Idm {
             error,
             state: params.state.clone(),
         };
-        if params.response_type.as_deref() != Some("code") {
-            return Ok(fail(OAuthError::new(
-                "unsupported_response_type",
-                "only response_type=code is supported",
-            )));
+        match params.response_type.as_deref() {
+            Some("code") => {}
+            None | Some("") => {
+                return Ok(fail(OAuthError::new(
+                    "invalid_request",
+                    "response_type is missing",
+                )));
+            }
+            Some(_) => {
+                return Ok(fail(OAuthError::new(
+                    "unsupported_response_type",
+                    "only response_type=code is supported",
+                )));
+            }
         }
         if !client.allows_grant(GRANT_AUTHORIZATION_CODE) {
             return Ok(fail(OAuthError::new(
@@ -259,7 +272,8 @@ impl Idm {
             prompt,
             max_age,
         };
-        self.continue_authorization(&client, request, session, now, now)
+        let session_at_request = session.map(|s| s.key.as_str());
+        self.continue_authorization(&client, request, session, now, now, session_at_request)
             .await
     }
 
@@ -284,7 +298,14 @@ impl Idm {
             ));
         };
         let outcome = self
-            .continue_authorization(&client, pending.request, session, now, pending.created_at)
+            .continue_authorization(
+                &client,
+                pending.request,
+                session,
+                now,
+                pending.created_at,
+                pending.session_at_request.as_deref(),
+            )
             .await?;
         if matches!(
             outcome,
@@ -299,6 +320,7 @@ impl Idm {
         &self,
         request: &AuthorizationRequest,
         requested_at: i64,
+        session_at_request: Option<&str>,
     ) -> Result<String, IdmError> {
         let id = tokens::random_token(24);
         self.put_json(
@@ -306,6 +328,7 @@ impl Idm {
             &PendingAuthorization {
                 request: request.clone(),
                 created_at: requested_at,
+                session_at_request: session_at_request.map(str::to_owned),
             },
             PENDING_SECONDS,
         )
@@ -320,6 +343,7 @@ impl Idm {
         session: Option<&CurrentSession>,
         now: i64,
         requested_at: i64,
+        session_at_request: Option<&str>,
     ) -> Result<AuthorizeOutcome, IdmError> {
         let fail = |code: &'static str, description: &str| AuthorizeOutcome::RedirectError {
             redirect_uri: request.redirect_uri.clone(),
@@ -332,25 +356,27 @@ impl Idm {
                 return Ok(fail("login_required", "no session"));
             }
             return Ok(AuthorizeOutcome::NeedsLogin {
-                pending: self.park(&request, requested_at).await?,
+                pending: self
+                    .park(&request, requested_at, session_at_request)
+                    .await?,
                 reauthenticate: false,
             });
         };
-        // prompt=login and max_age want an authentication newer than the request / limit.
+        // prompt=login (and max_age=0, its equal) wants a sign-in made for this request,
+        // max_age one no older than that. Only the session the request found can fail
+        // them: after signing in again the session is another one, whatever the clock says.
         let authenticated_at = session.record.created_at;
-        let stale_for_prompt =
-            request.prompt == Some(Prompt::Login) && authenticated_at < requested_at;
-        // After a re-authentication the session is newer than the parked request.
-        let stale_for_age = request
+        let found_by_request = session_at_request == Some(session.key.as_str());
+        let wants_login = request.prompt == Some(Prompt::Login) || request.max_age == Some(0);
+        let too_old = request
             .max_age
-            .is_some_and(|max_age| now - authenticated_at > max_age)
-            && authenticated_at < requested_at;
-        if stale_for_prompt || stale_for_age {
+            .is_some_and(|max_age| now - authenticated_at > max_age);
+        if found_by_request && (wants_login || too_old) {
             if silent {
                 return Ok(fail("login_required", "re-authentication required"));
             }
             return Ok(AuthorizeOutcome::NeedsLogin {
-                pending: self.park(&request, now).await?,
+                pending: self.park(&request, now, Some(&session.key)).await?,
                 reauthenticate: true,
             });
         }
@@ -362,7 +388,9 @@ impl Idm {
                 ));
             }
             return Ok(AuthorizeOutcome::NeedsPasswordChange {
-                pending: self.park(&request, requested_at).await?,
+                pending: self
+                    .park(&request, requested_at, session_at_request)
+                    .await?,
             });
         }
         let account_id = session.record.staff_id();
@@ -385,7 +413,9 @@ impl Idm {
                     return Ok(fail("consent_required", "consent is required"));
                 }
                 return Ok(AuthorizeOutcome::NeedsConsent {
-                    pending: self.park(&request, requested_at).await?,
+                    pending: self
+                        .park(&request, requested_at, session_at_request)
+                        .await?,
                     client_name: client.name.clone(),
                     scopes: request.scopes.clone(),
                 });
@@ -403,6 +433,7 @@ impl Idm {
             auth_time: authenticated_at,
             amr: session.record.method.amr().to_owned(),
             family: tokens::random_id(),
+            expires_at: now + self.rules.code_seconds,
         };
         self.put_json(&key_code(&code), &record, self.rules.code_seconds)
             .await?;
@@ -453,6 +484,7 @@ impl Idm {
             &PendingAuthorization {
                 request,
                 created_at: pending.created_at,
+                session_at_request: pending.session_at_request,
             },
             PENDING_SECONDS,
         )
@@ -659,6 +691,9 @@ impl Idm {
             .put(&key_code_used(code), &record.family, 600)
             .await
             .map_err(unavailable)?;
+        if record.expires_at <= now {
+            return Err(OAuthError::new("invalid_grant", "the code has expired"));
+        }
         if record.client_id != client.id || record.redirect_uri != redirect_uri {
             return Err(OAuthError::new(
                 "invalid_grant",
@@ -764,6 +799,9 @@ impl Idm {
             self.revoke_family(&record.family)
                 .await
                 .map_err(|_| invalid())?;
+            return Err(invalid());
+        }
+        if record.expires_at <= now {
             return Err(invalid());
         }
         let Some(grant) = self
