@@ -234,7 +234,10 @@ fn is_browser_path(path: &str) -> bool {
     !is_machine_path(path)
         && !path.starts_with("/api/")
         && !path.starts_with("/.well-known/")
-        && !matches!(path, "/token" | "/introspect" | "/revoke" | "/userinfo")
+        && !matches!(
+            path,
+            "/token" | "/introspect" | "/revoke" | "/userinfo" | "/session"
+        )
 }
 
 fn is_machine_path(path: &str) -> bool {

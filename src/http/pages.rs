@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/login", get(login_page).post(login))
         .route("/logout", get(logout_page).post(logout))
         .route("/account", get(account_page))
+        .route("/session", get(session_check))
         .route("/account/sessions/{handle}/revoke", post(revoke_session))
         .route("/dev/mail", get(dev_mail))
 }
@@ -291,6 +292,26 @@ async fn logout(State(state): State<AppState>, form: CsrfForm) -> Result<Respons
         state.idm.end_session(session).await?;
     }
     Ok(signed_out(&state, &target))
+}
+
+/// The session check a reverse proxy or an app's back end can ask (forward auth): who
+/// this cookie belongs to, from the session store alone, or 401.
+async fn session_check(visitor: Visitor) -> Response {
+    match visitor.session.filter(|s| !s.is_restricted()) {
+        Some(session) => axum::Json(json!({
+            "sub": session.record.account_id,
+            "agency_id": session.record.agency_id,
+            "amr": [session.record.method.amr()],
+            "auth_time": session.record.created_at,
+            "expires_at": session.record.absolute_expires_at,
+        }))
+        .into_response(),
+        None => (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(json!({ "error": "unauthorized", "message": "no session" })),
+        )
+            .into_response(),
+    }
 }
 
 #[derive(Deserialize)]
