@@ -58,8 +58,8 @@ impl RedisStore {
         self.connection
             .get_or_try_init(|| async {
                 let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Duration::from_millis(500))
-                    .set_response_timeout(Duration::from_secs(1))
+                    .set_connection_timeout(Duration::from_secs(1))
+                    .set_response_timeout(Duration::from_secs(2))
                     .set_number_of_retries(1);
                 self.client
                     .get_connection_manager_with_config(config)
