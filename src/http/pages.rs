@@ -109,14 +109,10 @@ async fn login(State(state): State<AppState>, form: CsrfForm) -> Response {
             )
             .await
     };
-    // Someone signing in over another person's session (a shared computer) ends that
-    // session: the browser gets a new id and the one it held must not live on (S2).
+    // Signing in over a session (a shared computer, or an app asking to re-authenticate)
+    // ends it: the browser gets a new id and the one it held must not live on (S2).
     let result = match (result, &visitor.session) {
-        (Ok(session), Some(previous))
-            if previous.record.account_id != session.record.account_id =>
-        {
-            state.idm.end_session(previous).await.map(|()| session)
-        }
+        (Ok(session), Some(previous)) => state.idm.end_session(previous).await.map(|()| session),
         (result, _) => result,
     };
     match result {
