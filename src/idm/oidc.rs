@@ -493,6 +493,33 @@ impl Idm {
             .await
     }
 
+    /// Consumes a single-use record (an authorization code or a refresh token). The first
+    /// presentation gets it and leaves a marker naming its grant family; a second finds
+    /// only the marker, and the whole family is revoked (RFC 9700 §4.2.4 and §4.14.2).
+    async fn redeem_once<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+        used_key: &str,
+        family_of: impl Fn(&T) -> &str,
+        remember_seconds: i64,
+        what: &'static str,
+    ) -> Result<Option<T>, IdmError> {
+        if let Some(record) = Self::decode::<T>(self.ephemeral.take(key).await?) {
+            self.ephemeral
+                .put(used_key, family_of(&record), remember_seconds)
+                .await?;
+            return Ok(Some(record));
+        }
+        if let Some(family) = self.ephemeral.get(used_key).await? {
+            self.revoke_family(&family).await?;
+            tracing::warn!(
+                token = what,
+                "single-use token presented again; its grant family was revoked"
+            );
+        }
+        Ok(None)
+    }
+
     /// Authenticates a client at the token, introspection and revocation endpoints.
     pub async fn authenticate_client(
         &self,
@@ -664,33 +691,22 @@ impl Idm {
                 "grant not allowed for this client",
             ));
         }
-        let Some(record) = Self::decode::<CodeRecord>(
-            self.ephemeral
-                .take(&key_code(code))
-                .await
-                .map_err(unavailable)?,
-        ) else {
-            // A replayed code: revoke everything it produced (RFC 9700 §4.2.4).
-            if let Some(family) = self
-                .ephemeral
-                .get(&key_code_used(code))
-                .await
-                .map_err(unavailable)?
-            {
-                self.revoke_family(&family)
-                    .await
-                    .map_err(|_| OAuthError::new("temporarily_unavailable", "try again shortly"))?;
-                tracing::warn!(client = %client.id, "authorization code replayed; its tokens were revoked");
-            }
+        let Some(record) = self
+            .redeem_once::<CodeRecord>(
+                &key_code(code),
+                &key_code_used(code),
+                |r| &r.family,
+                600,
+                "authorization code",
+            )
+            .await
+            .map_err(|_| OAuthError::new("temporarily_unavailable", "try again shortly"))?
+        else {
             return Err(OAuthError::new(
                 "invalid_grant",
                 "the code is invalid, expired or used",
             ));
         };
-        self.ephemeral
-            .put(&key_code_used(code), &record.family, 600)
-            .await
-            .map_err(unavailable)?;
         if record.expires_at <= now {
             return Err(OAuthError::new("invalid_grant", "the code has expired"));
         }
@@ -770,31 +786,19 @@ impl Idm {
                 "grant not allowed for this client",
             ));
         }
-        let Some(record) = Self::decode::<RefreshRecord>(
-            self.ephemeral
-                .take(&key_refresh(refresh_token))
-                .await
-                .map_err(unavailable)?,
-        ) else {
-            if let Some(family) = self
-                .ephemeral
-                .get(&key_refresh_used(refresh_token))
-                .await
-                .map_err(unavailable)?
-            {
-                self.revoke_family(&family).await.map_err(|_| invalid())?;
-                tracing::warn!(client = %client.id, "refresh token reused; its family was revoked");
-            }
-            return Err(invalid());
-        };
-        self.ephemeral
-            .put(
+        let Some(record) = self
+            .redeem_once::<RefreshRecord>(
+                &key_refresh(refresh_token),
                 &key_refresh_used(refresh_token),
-                &record.family,
+                |r| &r.family,
                 self.rules.refresh_token_seconds,
+                "refresh token",
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(|_| OAuthError::new("temporarily_unavailable", "try again shortly"))?
+        else {
+            return Err(invalid());
+        };
         if record.client_id != client.id {
             self.revoke_family(&record.family)
                 .await
