@@ -32,15 +32,33 @@ async fn admin_token(app: &TestApp, browser: &Browser) -> String {
         )
         .await
         .unwrap();
-    let secret = secret.unwrap();
+    code_flow_token(
+        app,
+        browser,
+        &client.id,
+        secret.unwrap().expose(),
+        "openid staff:admin",
+    )
+    .await
+}
+
+/// The code flow with PKCE in a signed-in `browser`, then the token endpoint: the access
+/// token, after checking the granted scope is the one asked for.
+async fn code_flow_token(
+    app: &TestApp,
+    browser: &Browser,
+    client_id: &str,
+    secret: &str,
+    scope: &str,
+) -> String {
     let pkce = Pkce::new();
     let state = unique("state-");
     let query = url::form_urlencoded::Serializer::new(String::new())
         .extend_pairs([
             ("response_type", "code"),
-            ("client_id", client.id.as_str()),
+            ("client_id", client_id),
             ("redirect_uri", REDIRECT_URI),
-            ("scope", "openid staff:admin"),
+            ("scope", scope),
             ("state", state.as_str()),
             ("code_challenge", pkce.challenge.as_str()),
             ("code_challenge_method", "S256"),
@@ -56,7 +74,7 @@ async fn admin_token(app: &TestApp, browser: &Browser) -> String {
         .expect("a code");
     let answer: Value = reqwest::Client::new()
         .post(format!("{}/token", app.address))
-        .basic_auth(&client.id, Some(secret.expose()))
+        .basic_auth(client_id, Some(secret))
         .form(&[
             ("grant_type", "authorization_code"),
             ("code", code.as_str()),
@@ -69,7 +87,7 @@ async fn admin_token(app: &TestApp, browser: &Browser) -> String {
         .json()
         .await
         .unwrap();
-    assert_eq!(answer["scope"], "openid staff:admin", "{answer}");
+    assert_eq!(answer["scope"], scope, "{answer}");
     answer["access_token"].as_str().unwrap().to_owned()
 }
 
@@ -293,7 +311,14 @@ async fn tokens_without_the_scope_or_revoked_and_anonymous_calls_are_refused() {
         )
         .await
         .unwrap();
-    let token = openid_only_token(&app, &browser, &client.id, secret.unwrap().expose()).await;
+    let token = code_flow_token(
+        &app,
+        &browser,
+        &client.id,
+        secret.unwrap().expose(),
+        "openid",
+    )
+    .await;
     let plain = Api {
         app: &app,
         token: Some(token),
@@ -328,50 +353,6 @@ async fn tokens_without_the_scope_or_revoked_and_anonymous_calls_are_refused() {
         StatusCode::UNAUTHORIZED
     );
     app.stop().await;
-}
-
-/// A token for `openid` only, through the same code flow.
-async fn openid_only_token(
-    app: &TestApp,
-    browser: &Browser,
-    client_id: &str,
-    secret: &str,
-) -> String {
-    let pkce = Pkce::new();
-    let query = url::form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([
-            ("response_type", "code"),
-            ("client_id", client_id),
-            ("redirect_uri", REDIRECT_URI),
-            ("scope", "openid"),
-            ("code_challenge", pkce.challenge.as_str()),
-            ("code_challenge_method", "S256"),
-        ])
-        .finish();
-    let page = browser.get(&format!("/authorize?{query}")).await;
-    let location = url::Url::parse(&page.location()).unwrap();
-    let code = location
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    let answer: Value = reqwest::Client::new()
-        .post(format!("{}/token", app.address))
-        .basic_auth(client_id, Some(secret))
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("redirect_uri", REDIRECT_URI),
-            ("code_verifier", pkce.verifier.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["access_token"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test]
