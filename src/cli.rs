@@ -85,6 +85,9 @@ pub enum ClientCommand {
         /// for several. Default: openid profile email offline_access.
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// The algorithm that signs this app's ID tokens: RS256 (default) or ES256.
+        #[arg(long)]
+        id_token_alg: Option<String>,
     },
 }
 
@@ -252,6 +255,7 @@ async fn run_oidc_command(
                     third_party,
                     grants,
                     scopes,
+                    id_token_alg,
                 },
         } => {
             let (client, secret) = components
@@ -265,6 +269,7 @@ async fn run_oidc_command(
                         third_party,
                         grant_types: &grants,
                         scopes: &scopes,
+                        id_token_alg: id_token_alg.as_deref(),
                     },
                     now,
                 )
@@ -280,6 +285,7 @@ async fn run_oidc_command(
                     "scopes": client.scopes,
                     "public": client.is_public(),
                     "first_party": client.first_party,
+                    "id_token_signed_response_alg": client.id_token_alg,
                 })
             );
         }

@@ -33,6 +33,8 @@ pub struct Client {
     pub scopes: Vec<String>,
     /// The company's own apps: no consent page.
     pub first_party: bool,
+    /// `RS256` (the OpenID Connect default) or `ES256`.
+    pub id_token_alg: String,
     pub created_at: i64,
 }
 
@@ -204,6 +206,7 @@ mod tests {
             grant_types: vec![GRANT_AUTHORIZATION_CODE.into()],
             scopes: vec!["openid".into(), "email".into()],
             first_party: true,
+            id_token_alg: "RS256".into(),
             created_at: 0,
         }
     }

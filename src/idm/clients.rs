@@ -22,6 +22,8 @@ pub struct NewClient<'a> {
     pub grant_types: &'a [String],
     /// Empty means: openid profile email offline_access.
     pub scopes: &'a [String],
+    /// `RS256` (default) or `ES256`.
+    pub id_token_alg: Option<&'a str>,
 }
 
 impl Idm {
@@ -92,6 +94,12 @@ impl Idm {
         if let Some(unknown) = scopes.iter().find(|s| !KNOWN_SCOPES.contains(&s.as_str())) {
             return Err(invalid(format!("unknown scope {unknown:?}")));
         }
+        let id_token_alg = new.id_token_alg.unwrap_or("RS256");
+        if crate::crypto::keys::Algorithm::parse(id_token_alg).is_none() {
+            return Err(invalid(format!(
+                "unsupported ID token algorithm {id_token_alg:?} (RS256 or ES256)"
+            )));
+        }
         let secret = (!new.public).then(|| tokens::random_token(32));
         let client = Client {
             id: format!("lk_{}", &tokens::random_id()[..20]),
@@ -102,6 +110,7 @@ impl Idm {
             grant_types,
             scopes,
             first_party: !new.third_party,
+            id_token_alg: id_token_alg.to_owned(),
             created_at: now,
         };
         self.clients.create_client(&client).await?;

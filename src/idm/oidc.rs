@@ -631,7 +631,8 @@ impl Idm {
             None
         };
         let id_token = if grant.scopes.iter().any(|s| s == "openid") {
-            let key = self.signing_key(Algorithm::RS256, now).await?;
+            let alg = Algorithm::parse(&client.id_token_alg).unwrap_or(Algorithm::RS256);
+            let key = self.signing_key(alg, now).await?;
             Some(
                 sign_id_token(
                     &key,

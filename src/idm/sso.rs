@@ -218,15 +218,13 @@ impl Idm {
         if !connection.enforce {
             return Ok(PasswordRule::Allowed);
         }
-        let owner = self
-            .directory
-            .staff_by_email(email)
-            .await?
-            .is_some_and(|a| a.agency_id == agency && a.role == Role::Owner);
-        Ok(if owner {
-            PasswordRule::BreakGlass
-        } else {
-            PasswordRule::SsoRequired
+        // Enforcement is the connecting agency's rule for its own staff (and for unknown
+        // addresses, which must walk the same path); another agency's account on the
+        // domain keeps its password.
+        Ok(match self.directory.staff_by_email(email).await? {
+            Some(account) if account.agency_id != agency => PasswordRule::Allowed,
+            Some(account) if account.role == Role::Owner => PasswordRule::BreakGlass,
+            _ => PasswordRule::SsoRequired,
         })
     }
 

@@ -193,6 +193,7 @@ impl Idm {
                         "offline_access".to_owned(),
                         "staff:admin".to_owned(),
                     ],
+                    id_token_alg: None,
                 },
                 now,
             )

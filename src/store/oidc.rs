@@ -29,6 +29,7 @@ fn client_from_row(row: &AnyRow) -> Result<Client, sqlx::Error> {
         grant_types: split(&row.try_get::<String, _>("grant_types")?),
         scopes: split(&row.try_get::<String, _>("scopes")?),
         first_party: row.try_get::<i64, _>("first_party")? != 0,
+        id_token_alg: row.try_get("id_token_signed_response_alg")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -38,8 +39,8 @@ impl ClientRegistry for SqlStore {
     async fn create_client(&self, client: &Client) -> PortResult<()> {
         sqlx::query(
             "INSERT INTO oauth_clients (id, name, secret_digest, redirect_uris, \
-             post_logout_redirect_uris, grant_types, scopes, first_party, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             post_logout_redirect_uris, grant_types, scopes, first_party, created_at, \
+             id_token_signed_response_alg) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         )
         .bind(client.id.clone())
         .bind(client.name.clone())
@@ -50,6 +51,7 @@ impl ClientRegistry for SqlStore {
         .bind(client.scopes.join(" "))
         .bind(i64::from(client.first_party))
         .bind(client.created_at)
+        .bind(client.id_token_alg.clone())
         .execute(&self.pool)
         .await
         .map(|_| ())
@@ -59,7 +61,8 @@ impl ClientRegistry for SqlStore {
     async fn client(&self, id: &str) -> PortResult<Option<Client>> {
         let row = sqlx::query(
             "SELECT id, name, secret_digest, redirect_uris, post_logout_redirect_uris, \
-             grant_types, scopes, first_party, created_at FROM oauth_clients WHERE id = $1",
+             grant_types, scopes, first_party, created_at, id_token_signed_response_alg \
+             FROM oauth_clients WHERE id = $1",
         )
         .bind(id.to_owned())
         .fetch_optional(&self.pool)

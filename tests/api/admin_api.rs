@@ -27,6 +27,7 @@ async fn admin_token(app: &TestApp, browser: &Browser) -> String {
                 third_party: false,
                 grant_types: &[],
                 scopes: &["openid".to_owned(), "staff:admin".to_owned()],
+                id_token_alg: None,
             },
             app.clock_now(),
         )
@@ -306,6 +307,7 @@ async fn tokens_without_the_scope_or_revoked_and_anonymous_calls_are_refused() {
                 third_party: false,
                 grant_types: &[],
                 scopes: &[],
+                id_token_alg: None,
             },
             app.clock_now(),
         )

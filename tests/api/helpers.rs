@@ -1060,6 +1060,7 @@ impl TestApp {
                     third_party: options.third_party,
                     grant_types: &options.grant_types,
                     scopes: &[],
+                    id_token_alg: options.id_token_alg.as_deref(),
                 },
                 self.clock.now(),
             )
@@ -1098,6 +1099,8 @@ pub struct OAuthAppOptions {
     pub redirect_uris: Vec<String>,
     /// Empty: the defaults of registration.
     pub grant_types: Vec<String>,
+    /// `None`: RS256.
+    pub id_token_alg: Option<String>,
 }
 
 impl Default for OAuthAppOptions {
@@ -1108,6 +1111,7 @@ impl Default for OAuthAppOptions {
             third_party: false,
             redirect_uris: Vec::new(),
             grant_types: Vec::new(),
+            id_token_alg: None,
         }
     }
 }

@@ -814,6 +814,26 @@ async fn o6_the_id_token_is_signed_by_a_published_key_and_carries_the_right_clai
 }
 
 #[tokio::test]
+async fn o6_an_app_registered_for_es256_gets_id_tokens_signed_by_the_published_es256_key() {
+    let (app, _agency, bob) = harbour().await;
+    let client = app
+        .oauth_app_with(OAuthAppOptions {
+            id_token_alg: Some("ES256".into()),
+            ..OAuthAppOptions::default()
+        })
+        .await;
+    let browser = app.signed_in(&bob).await;
+    let (_, tokens) = client.sign_in_through(&browser).await;
+    let (header, id) = jwt_parts(&tokens.id_token);
+    assert_eq!(header["alg"], "ES256");
+    assert!(kid_of(&tokens.id_token).starts_with("es256-"));
+    assert!(signature_verifies(&tokens.id_token, &jwks(&app).await));
+    assert_eq!(id["at_hash"], expected_at_hash(&tokens.access_token));
+    assert_eq!(id["sub"], bob.id().as_str());
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn o6_a_refreshed_id_token_names_the_same_person_and_original_auth_time() {
     let (app, _, bob) = harbour().await;
     let client = app.oauth_app().await;

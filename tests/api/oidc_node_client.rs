@@ -47,6 +47,7 @@ async fn a_certified_relying_party_signs_a_staff_member_in_with_code_and_pkce() 
                 third_party: false,
                 grant_types: &[],
                 scopes: &[],
+                id_token_alg: None,
             },
             app.clock.now(),
         )
