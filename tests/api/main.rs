@@ -13,5 +13,6 @@ mod permissions;
 mod self_service;
 mod sessions;
 mod sign_in;
+mod sso;
 mod store_contract;
 mod walkthrough;
