@@ -19,7 +19,7 @@ use openidconnect::core::{
 use openidconnect::{
     AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, IdTokenVerifier,
     IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl,
-    RequestTokenError, Scope, SubjectIdentifier, TokenResponse,
+    RequestTokenError, Scope, SignatureVerificationError, SubjectIdentifier, TokenResponse,
 };
 
 use crate::domain::sso::{SsoConnection, UpstreamIdentity};
@@ -45,6 +45,16 @@ pub struct OpenIdUpstream {
 
 fn unreachable(err: impl std::fmt::Display) -> UpstreamError {
     UpstreamError::Unreachable(err.to_string())
+}
+
+/// Names the signature problem too (the crate's message alone does not say which).
+fn id_token_refused(err: ClaimsVerificationError) -> UpstreamError {
+    UpstreamError::Refused(match err {
+        ClaimsVerificationError::SignatureVerification(inner) => {
+            format!("ID token: signature: {inner}")
+        }
+        other => format!("ID token: {other}"),
+    })
 }
 
 impl OpenIdUpstream {
@@ -219,16 +229,19 @@ impl UpstreamOidc for OpenIdUpstream {
             .set_time_fn(move || time);
             id_token.claims(&verifier, &expected_nonce).cloned()
         };
-        let first = verify(jwks);
-        let claims = match first {
+        let claims = match verify(jwks) {
             Ok(claims) => claims,
-            // An unknown key may be a rotation at the upstream: refresh its JWKS once.
-            Err(ClaimsVerificationError::SignatureVerification(_)) => {
+            // An unknown key (or a kid-less token that no cached key verifies) may be a
+            // rotation at the upstream: refresh its JWKS once. A disallowed algorithm never
+            // gets that far.
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey
+                | SignatureVerificationError::CryptoError(_),
+            )) => {
                 let fresh = self.metadata(&connection.issuer, true).await?;
-                verify(fresh.jwks().clone())
-                    .map_err(|e| UpstreamError::Refused(format!("ID token: {e}")))?
+                verify(fresh.jwks().clone()).map_err(id_token_refused)?
             }
-            Err(e) => return Err(UpstreamError::Refused(format!("ID token: {e}"))),
+            Err(e) => return Err(id_token_refused(e)),
         };
         let subject = claims.subject().to_string();
         let mut email = claims.email().map(|e| e.to_string());

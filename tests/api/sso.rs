@@ -16,9 +16,9 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use latchkey::crypto::keys::{self, Algorithm, SigningKey};
 use latchkey::crypto::tokens;
-use latchkey::domain::sso::SsoConnection;
+use latchkey::domain::sso::{SsoConnection, UpstreamIdentity};
 use latchkey::domain::{AgencyId, EmailAddress, Role};
-use latchkey::idm::ports::Clock;
+use latchkey::idm::ports::{Clock, UpstreamError};
 use latchkey::idm::sso::SsoSettingsInput;
 use latchkey::idm::staff::NewStaff;
 use latchkey::idm::{IdmError, RequestContext};
@@ -777,17 +777,61 @@ impl FakeSso {
     async fn events(&self) -> Vec<String> {
         self.app.audit_events(&self.slug).await
     }
+
+    /// One round trip through the relying-party port alone (`UpstreamOidc`): what it makes
+    /// of the upstream's answer, with its reason when it refuses.
+    async fn exchange_at_the_port(&self) -> Result<UpstreamIdentity, UpstreamError> {
+        let idm = &self.app.idm;
+        let connection = idm
+            .sso_connection_of(&agency_id(&self.app, &self.slug).await)
+            .await
+            .expect("db")
+            .expect("connected");
+        let redirect_uri = idm.sso_redirect_uri();
+        let (state, nonce, verifier) = (
+            tokens::random_token(32),
+            tokens::random_token(32),
+            tokens::random_token(48),
+        );
+        let authorize = idm
+            .upstream
+            .authorization_url(&connection, &redirect_uri, &state, &nonce, &verifier, None)
+            .await
+            .expect("authorization URL");
+        let callback = self.fake.callback_for(&authorize).await;
+        assert_eq!(query_param(&callback, "state"), Some(state));
+        let code = query_param(&callback, "code").expect("code");
+        idm.upstream
+            .exchange(
+                &connection,
+                &redirect_uri,
+                &code,
+                &verifier,
+                &nonce,
+                self.app.clock.now(),
+            )
+            .await
+    }
 }
 
 /// Every forged answer is refused with a clear page and no session; the same upstream,
 /// honest again, then signs the same person in, so only the forgery was refused.
-async fn assert_id_tokens_refused(forgeries: &[Forgery]) {
+/// Each `reason` is a piece of the relying party's own refusal (logged, never shown), so
+/// a forgery refused for some other reason does not pass.
+async fn assert_id_tokens_refused(forgeries: &[(Forgery, &str)]) {
     let sso = FakeSso::start(Flags::default()).await;
     let bob = sso.app.person(&sso.slug, "Bob Baker", Role::Staff).await;
     sso.fake
         .sign_in_as(IdpUser::new("corp-bob", &bob.email, "Bob Baker"));
-    for forgery in forgeries {
+    for (forgery, reason) in forgeries {
         sso.fake.forge(forgery.clone());
+        match sso.exchange_at_the_port().await {
+            Err(UpstreamError::Refused(why)) => assert!(
+                why.contains(reason),
+                "{forgery:?} was refused, but for {why:?}, not for {reason:?}"
+            ),
+            other => panic!("{forgery:?} was not refused: {other:?}"),
+        }
         let browser = sso.app.browser();
         let page = sso.sign_in(&browser, &bob.email).await;
         assert_refused(
@@ -1254,11 +1298,14 @@ async fn an_honest_id_token_from_the_upstream_signs_the_staff_member_in() {
 #[tokio::test]
 async fn u1_an_id_token_with_a_wrong_nonce_is_refused() {
     assert_id_tokens_refused(&[
-        Forgery::claim(
-            "nonce",
-            json!("a-nonce-of-another-attempt-0123456789abcdef"),
+        (
+            Forgery::claim(
+                "nonce",
+                json!("a-nonce-of-another-attempt-0123456789abcdef"),
+            ),
+            "Invalid nonce: nonce mismatch",
         ),
-        Forgery::claim("nonce", Value::Null),
+        (Forgery::claim("nonce", Value::Null), "Invalid nonce"),
     ])
     .await;
 }
@@ -1266,8 +1313,18 @@ async fn u1_an_id_token_with_a_wrong_nonce_is_refused() {
 #[tokio::test]
 async fn u1_an_id_token_for_another_audience_is_refused() {
     assert_id_tokens_refused(&[
-        Forgery::claim("aud", json!("another-relying-party")),
-        Forgery::claim("aud", json!(["another-relying-party", "and-another"])),
+        (
+            Forgery::claim("aud", json!("another-relying-party")),
+            "Invalid audiences: must contain `latchkey`",
+        ),
+        (
+            Forgery::claim("aud", json!(["another-relying-party", "and-another"])),
+            "Invalid audiences: must contain `latchkey`",
+        ),
+        (
+            Forgery::claim("aud", json!([CLIENT_ID, "another-relying-party"])),
+            "Invalid audiences",
+        ),
     ])
     .await;
 }
@@ -1275,30 +1332,39 @@ async fn u1_an_id_token_for_another_audience_is_refused() {
 #[tokio::test]
 async fn u1_an_expired_id_token_is_refused() {
     // Signed an hour ago by the app's clock, valid for five minutes.
-    assert_id_tokens_refused(&[Forgery {
-        issued_seconds_ago: 3600,
-        ..Forgery::honest()
-    }])
+    assert_id_tokens_refused(&[(
+        Forgery {
+            issued_seconds_ago: 3600,
+            ..Forgery::honest()
+        },
+        "Expired: ID token expired",
+    )])
     .await;
 }
 
 #[tokio::test]
 async fn u1_an_id_token_with_a_bad_signature_is_refused() {
     assert_id_tokens_refused(&[
-        Forgery::signed(Signing::ChangedAfterSigned(
-            "sub",
-            json!("corp-someone-else"),
-        )),
-        Forgery::signed(Signing::UnpublishedKeyUnderPublishedKid),
+        (
+            Forgery::signed(Signing::ChangedAfterSigned(
+                "sub",
+                json!("corp-someone-else"),
+            )),
+            "signature: Crypto error",
+        ),
+        (
+            Forgery::signed(Signing::UnpublishedKeyUnderPublishedKid),
+            "signature: Crypto error",
+        ),
     ])
     .await;
 }
 
 #[tokio::test]
 async fn u1_an_id_token_from_another_issuer_is_refused() {
-    assert_id_tokens_refused(&[Forgery::claim(
-        "iss",
-        json!("https://idp.elsewhere.example"),
+    assert_id_tokens_refused(&[(
+        Forgery::claim("iss", json!("https://idp.elsewhere.example")),
+        "Invalid issuer",
     )])
     .await;
 }
@@ -1323,17 +1389,29 @@ async fn u1_an_answer_naming_another_issuer_is_refused() {
 
 #[tokio::test]
 async fn u3_an_unsigned_id_token_with_alg_none_is_refused() {
-    assert_id_tokens_refused(&[Forgery::signed(Signing::AlgNone)]).await;
+    assert_id_tokens_refused(&[(
+        Forgery::signed(Signing::AlgNone),
+        "signature: No signature found",
+    )])
+    .await;
 }
 
 #[tokio::test]
 async fn u3_an_id_token_signed_hs256_with_the_client_secret_is_refused() {
-    assert_id_tokens_refused(&[Forgery::signed(Signing::Hs256WithClientSecret)]).await;
+    assert_id_tokens_refused(&[(
+        Forgery::signed(Signing::Hs256WithClientSecret),
+        "Disallowed signature algorithm: algorithm `HS256`",
+    )])
+    .await;
 }
 
 #[tokio::test]
 async fn u3_a_key_carried_in_the_token_header_is_never_used() {
-    assert_id_tokens_refused(&[Forgery::signed(Signing::KeyInTheHeader)]).await;
+    assert_id_tokens_refused(&[(
+        Forgery::signed(Signing::KeyInTheHeader),
+        "signature: No matching key found",
+    )])
+    .await;
 }
 
 #[tokio::test]
