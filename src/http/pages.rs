@@ -89,10 +89,29 @@ async fn login(State(state): State<AppState>, form: CsrfForm) -> Response {
     let password = form.fields.get("password");
     let return_to = safe_return_path(form.fields.get("return_to"));
     let visitor = &form.visitor;
-    let result = if email.trim().is_empty() || password.is_empty() {
+    let wants_sso = form.fields.get("sso") == "1";
+    let result = if email.trim().is_empty() {
         Err(IdmError::InvalidInput(
             "Enter your email address and your password.".into(),
         ))
+    } else if wants_sso {
+        Err(IdmError::SsoRequired {
+            email: email.trim().to_owned(),
+        })
+    } else if password.is_empty() {
+        // Identifier-first: the email alone is enough when its agency enforces SSO.
+        match crate::domain::EmailAddress::parse(email) {
+            Ok(parsed) => match state.idm.password_rule(&parsed).await {
+                Ok(crate::idm::sso::PasswordRule::SsoRequired) => Err(IdmError::SsoRequired {
+                    email: parsed.to_string(),
+                }),
+                Ok(_) => Err(IdmError::InvalidInput("Enter your password.".into())),
+                Err(err) => Err(err),
+            },
+            Err(_) => Err(IdmError::InvalidInput(
+                "Enter your email address and your password.".into(),
+            )),
+        }
     } else {
         let device = visitor
             .device_cookie

@@ -353,10 +353,17 @@ impl Idm {
         if token.is_empty() || token.len() > 128 {
             return Err(IdmError::InvalidResetToken);
         }
-        match self.directory.reset_token(&tokens::digest(token)).await? {
-            Some(record) if record.expires_at > now => Ok(record.account_id),
-            _ => Err(IdmError::InvalidResetToken),
+        let account_id = match self.directory.reset_token(&tokens::digest(token)).await? {
+            Some(record) if record.expires_at > now => record.account_id,
+            _ => return Err(IdmError::InvalidResetToken),
+        };
+        // A link issued before the agency enforced single sign-on is dead, on GET too.
+        if let Some(account) = self.directory.staff_by_id(&account_id).await?
+            && self.password_rule(&account.email).await? == PasswordRule::SsoRequired
+        {
+            return Err(IdmError::InvalidResetToken);
         }
+        Ok(account_id)
     }
 
     /// Sets a new password from a reset link. It does not sign the user in.

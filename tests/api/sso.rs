@@ -1659,6 +1659,23 @@ async fn enforce_sends_password_sign_in_to_sso_and_refuses_a_direct_post_with_th
         );
         assert_not_signed_in(&browser).await;
     }
+    // Identifier-first: the email alone is enough, and so is the single sign-on button.
+    let browser = sso.app.browser();
+    browser.get("/login").await;
+    let email_only = browser
+        .post_form("/login", &[("email", &bob.email), ("password", "")])
+        .await;
+    assert_eq!(
+        email_only.location(),
+        format!("/sso/start?email={}", encoded(&bob.email))
+    );
+    let button = browser
+        .post_form("/login", &[("email", &bob.email), ("sso", "1")])
+        .await;
+    assert_eq!(
+        button.location(),
+        format!("/sso/start?email={}", encoded(&bob.email))
+    );
     // An email on the domain with no account walks the same path.
     let page = sso
         .app
@@ -1735,6 +1752,11 @@ async fn enforce_turns_password_reset_into_a_reset_at_sso_mail_and_refuses_reset
 
     // …which stops working once the agency enforces SSO.
     let reset_page = browser.get(&format!("/password/reset?token={token}")).await;
+    assert_status(&reset_page, StatusCode::GONE);
+    assert!(
+        !reset_page.contains("name=\"new_password\""),
+        "no form for a dead link"
+    );
     let csrf = reset_page
         .csrf_token()
         .unwrap_or_else(|| browser.last_csrf());
