@@ -40,11 +40,11 @@ struct LoginQuery {
 fn landing(session: &NewSession) -> String {
     match session.record.kind {
         SessionKind::PasswordChangeRequired => "/password/change".into(),
-        SessionKind::Full => session
-            .record
-            .resume_to
-            .clone()
-            .unwrap_or_else(|| "/account".into()),
+        SessionKind::Full => match &session.record.resume_to {
+            Some(path) => path.clone(),
+            None if session.break_glass => "/account?notice=break_glass".into(),
+            None => "/account".into(),
+        },
     }
 }
 
@@ -370,6 +370,9 @@ async fn account_page(
             Some("Your password was changed. Your other sessions were signed out.")
         }
         Some("session_ended") => Some("The session was ended."),
+        Some("break_glass") => Some(
+            "Your agency signs in with single sign-on. You used your password as the owner's break-glass account; this sign-in was recorded in the audit log.",
+        ),
         _ => None,
     };
     Ok(state.page(

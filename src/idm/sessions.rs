@@ -20,6 +20,8 @@ pub struct NewSession {
     pub cookie_value: Secret,
     pub key: String,
     pub record: SessionRecord,
+    /// An owner signed in with a password while the agency enforces SSO: the page says so.
+    pub break_glass: bool,
 }
 
 /// The session a request carries.
@@ -73,6 +75,7 @@ impl Idm {
             cookie_value: Secret::new(cookie_value),
             key,
             record,
+            break_glass: false,
         })
     }
 

@@ -212,6 +212,9 @@ impl Idm {
             tracing::warn!(account = %account.id, "break-glass password sign-in");
         }
         tracing::info!(account = %account.id, "signed in");
-        Ok(session)
+        Ok(NewSession {
+            break_glass,
+            ..session
+        })
     }
 }

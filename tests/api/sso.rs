@@ -1823,7 +1823,12 @@ async fn enforce_keeps_the_owners_break_glass_password_sign_in_and_audits_it() {
     let browser = sso.app.browser();
     let page = browser.sign_in(&owner.email, &owner.password).await;
     assert_status(&page, StatusCode::SEE_OTHER);
-    assert_eq!(page.location(), "/account");
+    assert_eq!(page.location(), "/account?notice=break_glass");
+    let account = browser.get(&page.location()).await;
+    assert!(
+        account.contains("break-glass"),
+        "the owner is told this was a break-glass sign-in"
+    );
     assert!(browser.session_cookie().is_some());
     assert_status(&browser.get("/account").await, StatusCode::OK);
     let events = sso.events().await;
