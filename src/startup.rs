@@ -50,7 +50,12 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         Arc<dyn SessionStore>,
         Arc<dyn Counters>,
         Arc<dyn Ephemeral>,
-    ) = if settings.redis.url.starts_with("memory://") {
+    ) = if settings.redis.url.starts_with("redis+cluster://") {
+        anyhow::bail!(
+            "LATCHKEY_REDIS_URL: Redis Cluster (redis+cluster://) is not supported yet; \
+             use a single Redis or a Sentinel-managed primary (redis://)"
+        );
+    } else if settings.redis.url.starts_with("memory://") {
         let memory = Arc::new(MemoryStore::new());
         (memory.clone(), memory.clone(), memory)
     } else {
