@@ -67,6 +67,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields)]
 pub struct SsoSettings {
     pub upstream_timeout_ms: u64,
+    pub allow_http_loopback_issuers: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

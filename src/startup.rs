@@ -102,6 +102,7 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         refresh_token_seconds: seconds(settings.oidc.refresh_token_seconds),
         code_seconds: seconds(settings.oidc.code_seconds),
         key_activation_delay_seconds: seconds(settings.oidc.key_activation_delay_seconds),
+        allow_http_loopback_issuers: settings.sso.allow_http_loopback_issuers,
     };
     let mail = Arc::new(MailTarget::from_settings(
         &settings.mail.smtp_url,

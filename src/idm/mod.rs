@@ -135,6 +135,8 @@ pub struct Rules {
     pub refresh_token_seconds: i64,
     pub code_seconds: i64,
     pub key_activation_delay_seconds: i64,
+    /// Plain-http issuers on loopback are accepted (local development and tests).
+    pub allow_http_loopback_issuers: bool,
 }
 
 /// The application: every use-case hangs off this.

@@ -137,19 +137,24 @@ impl Idm {
         account: &StaffId,
         keep: Option<&str>,
     ) -> Result<u64, IdmError> {
+        // Grants of a kept session survive, so read which sessions go before they go.
+        let ending: Vec<String> = match keep {
+            None => Vec::new(),
+            Some(kept) => self
+                .sessions
+                .list_for_account(account)
+                .await?
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|key| key != kept)
+                .collect(),
+        };
         let ended = self.sessions.remove_all_for_account(account, keep).await?;
-        match keep {
-            None => {
-                self.revoke_grants_of(account, None).await?;
-            }
-            Some(_) => {
-                // Grants of the kept session survive; only the others' end.
-                for (key, _) in self.sessions.list_for_account(account).await? {
-                    if Some(key.as_str()) != keep {
-                        self.revoke_grants_of(account, Some(&key)).await?;
-                    }
-                }
-            }
+        if keep.is_none() {
+            self.revoke_grants_of(account, None).await?;
+        }
+        for key in &ending {
+            self.revoke_grants_of(account, Some(key)).await?;
         }
         Ok(ended)
     }

@@ -45,8 +45,8 @@ pub enum PasswordRule {
     BreakGlass,
 }
 
-/// An issuer URL: https, or http on loopback (development and tests).
-fn valid_issuer(issuer: &str) -> bool {
+/// An issuer URL: https, or (when allowed, for development) http on loopback.
+fn valid_issuer(issuer: &str, allow_http_loopback: bool) -> bool {
     let Ok(url) = url::Url::parse(issuer) else {
         return false;
     };
@@ -54,7 +54,7 @@ fn valid_issuer(issuer: &str) -> bool {
     url.fragment().is_none()
         && url.query().is_none()
         && url.host_str().is_some()
-        && (url.scheme() == "https" || (url.scheme() == "http" && loopback))
+        && (url.scheme() == "https" || (url.scheme() == "http" && loopback && allow_http_loopback))
 }
 
 impl Idm {
@@ -119,8 +119,8 @@ impl Idm {
         }
         let mut problems = Vec::new();
         let issuer = input.issuer.trim();
-        if !valid_issuer(issuer) {
-            problems.push("The issuer must be an https URL (http only on loopback), without query or fragment.".to_owned());
+        if !valid_issuer(issuer, self.rules.allow_http_loopback_issuers) {
+            problems.push("The issuer must be an https URL without query or fragment.".to_owned());
         }
         if input.client_id.trim().is_empty() {
             problems.push("Enter the client ID the identity provider gave you.".to_owned());

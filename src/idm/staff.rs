@@ -237,6 +237,16 @@ impl Idm {
         if !actor.role.may_reset_password_of(role) {
             return Err(IdmError::Forbidden);
         }
+        // A domain another agency's SSO owns is that agency's: an address planted there
+        // would block its person at their own SSO and sign in to apps under their name.
+        if let Ok(parsed) = EmailAddress::parse(email)
+            && let Some(owner) = self.sso.agency_for_domain(parsed.domain()).await?
+            && owner != actor.agency_id
+        {
+            return Err(IdmError::InvalidInput(
+                "That email domain belongs to another agency's single sign-on.".into(),
+            ));
+        }
         let agency = self
             .directory
             .agency(&actor.agency_id)

@@ -317,6 +317,8 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         ("LATCHKEY_PASSWORD_ARGON2_MEMORY_KIB", "1024"),
         ("LATCHKEY_PASSWORD_ARGON2_ITERATIONS", "1"),
         ("LATCHKEY_DEV_SEED_DEMO", "false"),
+        // The test identity providers listen on loopback over plain http.
+        ("LATCHKEY_SSO_ALLOW_HTTP_LOOPBACK_ISSUERS", "true"),
     ]
     .iter()
     .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

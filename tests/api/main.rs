@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod admin_api;
+mod attacks;
 mod bad_input;
 mod embedded_default;
 mod helpers;
