@@ -175,13 +175,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             warn_if_development(&settings);
             let seed_demo = settings.dev.seed_demo;
             let components = startup::build(settings, clock.clone()).await?;
-            if seed_demo && let Some(seed) = components.idm.seed_demo_if_empty(now).await? {
-                print_demo(&seed, components.settings.public_base());
+            // Listen first: if the address is taken, nothing is seeded and no demo password
+            // is printed that a second start would not print again.
+            let app = Application::start(components).await?;
+            if seed_demo && let Some(seed) = app.idm.seed_demo_if_empty(now).await? {
+                print_demo(&seed, app.settings.public_base());
             }
-            Application::start(components)
-                .await?
-                .run_until_stopped()
-                .await
+            app.run_until_stopped().await
         }
         command @ (Command::Client { .. } | Command::Keys { .. } | Command::Sso { .. }) => {
             run_oidc_command(command, settings, clock).await
@@ -397,6 +397,17 @@ fn describe_cli_error(err: crate::idm::IdmError) -> anyhow::Error {
 }
 
 fn warn_if_development(settings: &Settings) {
+    let defaults = Settings::from_layers(None, std::iter::empty()).ok();
+    if let Some(defaults) = defaults
+        && settings.server.public_url == defaults.server.public_url
+        && settings.server.bind != defaults.server.bind
+    {
+        tracing::warn!(
+            bind = %settings.server.bind,
+            public_url = %settings.server.public_url,
+            "LATCHKEY_BIND changed but LATCHKEY_PUBLIC_URL did not: links and the issuer still name the default address"
+        );
+    }
     let mut parts = Vec::new();
     if settings.database.url.starts_with("sqlite:") {
         parts.push("SQLite database");

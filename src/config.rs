@@ -27,7 +27,7 @@ const ENV_IGNORED_PREFIXES: &[&str] = &["LATCHKEY_TEST_"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("configuration file {path}: {source}")]
+    #[error("cannot read the configuration file {path}")]
     Read {
         path: String,
         source: std::io::Error,
@@ -228,6 +228,32 @@ impl Settings {
     }
 
     fn check(&self) -> Result<(), ConfigError> {
+        if !matches!(self.log.format.as_str(), "json" | "pretty") {
+            return Err(ConfigError::Invalid {
+                key: "log.format",
+                message: format!("{:?}: expected \"json\" or \"pretty\"", self.log.format),
+            });
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log.level",
+                message: format!(
+                    "{:?} is not a tracing filter (e.g. \"info\")",
+                    self.log.level
+                ),
+            });
+        }
+        let port_ok = self
+            .server
+            .bind
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
+            return Err(ConfigError::Invalid {
+                key: "server.bind",
+                message: format!("{:?} is not host:port", self.server.bind),
+            });
+        }
         let url = url::Url::parse(&self.server.public_url).map_err(|e| ConfigError::Invalid {
             key: "server.public_url",
             message: e.to_string(),
@@ -410,6 +436,22 @@ mod tests {
         assert!(err.to_string().contains("nope"), "{err}");
         let err = Settings::from_layers(None, env(&[("LATCHKEY_SESSION_IDLE", "1")])).unwrap_err();
         assert!(err.to_string().contains("LATCHKEY_SESSION_IDLE"), "{err}");
+    }
+
+    #[test]
+    fn nonsense_log_settings_and_bind_addresses_are_refused() {
+        for (name, value) in [
+            ("LATCHKEY_LOG_FORMAT", "xml"),
+            ("LATCHKEY_LOG_LEVEL", "[[["),
+            ("LATCHKEY_BIND", "8080"),
+        ] {
+            let err = Settings::from_layers(None, env(&[(name, value)])).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Invalid { .. }),
+                "{name}={value}: {err}"
+            );
+        }
+        assert!(Settings::from_layers(None, env(&[("LATCHKEY_BIND", "localhost:9000")])).is_ok());
     }
 
     #[test]

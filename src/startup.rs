@@ -203,7 +203,14 @@ impl Application {
         }));
         let router = http::router(state, settings.server.max_body_bytes);
 
-        let listener = TcpListener::bind(&settings.server.bind).await?;
+        let listener = TcpListener::bind(&settings.server.bind)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {} (server.bind, LATCHKEY_BIND): {e}",
+                    settings.server.bind
+                )
+            })?;
         let address = listener.local_addr()?;
         let (shutdown, mut stop_server) = watch::channel(false);
         let server = tokio::spawn(async move {
