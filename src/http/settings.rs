@@ -132,6 +132,7 @@ async fn staff_list(
             "role_options": Role::ALL.iter().map(|r| json!({"value": r.as_str(), "label": r.label()})).collect::<Vec<_>>(),
             "status_options": StaffStatus::ALL.iter().map(|s| json!({"value": s.as_str(), "label": s.label()})).collect::<Vec<_>>(),
             "staff": staff.iter().map(staff_row).collect::<Vec<_>>(),
+            "is_owner": actor.role == Role::Owner,
             "notice": notice,
         }),
     ))

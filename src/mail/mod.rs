@@ -147,6 +147,9 @@ pub struct OutboxEntry {
     pub subject: String,
     pub date: String,
     pub text: String,
+    /// The links in the text, so the page can make them clickable.
+    #[serde(default)]
+    pub links: Vec<String>,
 }
 
 /// Writes each mail as an `.eml` file, with a `.json` beside it for `/dev/mail`.
@@ -172,6 +175,7 @@ impl OutboxFolder {
             subject: mail.subject.clone(),
             date: crate::render::format_utc(i64::try_from(now.as_secs()).unwrap_or(0)),
             text: mail.text.clone(),
+            links: links_in(&mail.text),
         };
         let json = serde_json::to_vec_pretty(&entry).map_err(|e| e.to_string())?;
         tokio::fs::write(self.folder.join(&entry.file), message.formatted())
@@ -181,6 +185,15 @@ impl OutboxFolder {
             .await
             .map_err(|e| e.to_string())
     }
+}
+
+/// The http(s) links in a text mail.
+fn links_in(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|word| word.trim_start_matches('('))
+        .filter(|word| word.starts_with("https://") || word.starts_with("http://"))
+        .map(|word| word.trim_end_matches(['.', ',', ')', '>']).to_owned())
+        .collect()
 }
 
 /// The newest mails of an outbox folder, newest first.
@@ -205,4 +218,21 @@ pub async fn read_outbox(folder: &Path, limit: usize) -> Vec<OutboxEntry> {
         }
     }
     entries
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_are_found_in_text_mail() {
+        let text = "Reset it here:\nhttps://id.example/password/reset?token=abc.\nOr see (http://127.0.0.1:8080/login), thanks";
+        assert_eq!(
+            links_in(text),
+            vec![
+                "https://id.example/password/reset?token=abc",
+                "http://127.0.0.1:8080/login"
+            ]
+        );
+    }
 }
