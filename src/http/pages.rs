@@ -91,9 +91,11 @@ async fn login(State(state): State<AppState>, form: CsrfForm) -> Response {
     let visitor = &form.visitor;
     let wants_sso = form.fields.get("sso") == "1";
     let result = if email.trim().is_empty() {
-        Err(IdmError::InvalidInput(
-            "Enter your email address and your password.".into(),
-        ))
+        Err(IdmError::InvalidInput(if wants_sso {
+            "Enter your email address to sign in with single sign-on.".into()
+        } else {
+            "Enter your email address and your password.".into()
+        }))
     } else if wants_sso {
         Err(IdmError::SsoRequired {
             email: email.trim().to_owned(),
