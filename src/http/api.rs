@@ -107,7 +107,16 @@ impl From<IdmError> for ApiError {
                 "password_policy"
             }
             IdmError::Throttled { .. } => "throttled",
-            _ => "internal",
+            IdmError::SsoSetup(_) => "invalid_request",
+            IdmError::InvalidCredentials
+            | IdmError::TemporaryPasswordExpired
+            | IdmError::InvalidResetToken => "invalid_grant",
+            IdmError::AccountDisabled
+            | IdmError::SsoRefused(_)
+            | IdmError::SsoNoAccount { .. }
+            | IdmError::SsoRequired { .. } => "forbidden",
+            IdmError::UpstreamUnavailable(_) => "unavailable",
+            IdmError::Internal(_) => "internal",
         };
         let mut api = Self::new(status, code, message);
         if let IdmError::PasswordPolicy(violations) = &err {
