@@ -34,6 +34,8 @@ pub struct Components {
     pub mail: Arc<MailTarget>,
     pub settings: Settings,
     pub clock: Arc<dyn Clock>,
+    /// The templates, compiled once: pages and mail share them.
+    pub renderer: Renderer,
 }
 
 fn seconds(value: u64) -> i64 {
@@ -109,6 +111,7 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         &settings.mail.from,
     )?);
     let store_arc = Arc::new(store.clone());
+    let renderer = Renderer::new()?;
     let idm = Idm {
         directory: store_arc.clone(),
         audit: store_arc.clone(),
@@ -126,7 +129,7 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         ephemeral,
         key_encryption,
         key_cache: Arc::default(),
-        composer: Arc::new(Renderer::new()?),
+        composer: Arc::new(renderer.clone()),
         sessions,
         counters,
         hasher,
@@ -141,6 +144,7 @@ pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         mail,
         settings,
         clock,
+        renderer,
     })
 }
 
@@ -180,6 +184,7 @@ impl Application {
             mail,
             settings,
             clock,
+            renderer,
         } = components;
         let csrf_key = idm
             .directory
@@ -191,7 +196,7 @@ impl Application {
         let dev_mode = dev_outbox.is_some();
         let state = AppState(Arc::new(AppStateInner {
             idm: idm.clone(),
-            renderer: Renderer::new()?,
+            renderer,
             clock: clock.clone(),
             cookies: CookieNames::new(https),
             csrf_key: csrf_key.into_bytes(),
