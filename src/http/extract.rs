@@ -170,10 +170,9 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let app = AppState::from_ref(state);
-        let visitor = Visitor::from_request_parts(parts, state).await?;
-        let Some(session) = visitor.session.clone() else {
-            return Err(login_redirect(parts));
-        };
+        // Any session first; then a restricted one is turned away here.
+        let ChangeSession { visitor, session } =
+            ChangeSession::from_request_parts(parts, state).await?;
         if session.is_restricted() {
             if parts.method == Method::GET {
                 let wanted = parts.uri.path_and_query().map(|p| p.as_str().to_owned());

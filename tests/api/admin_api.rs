@@ -97,7 +97,15 @@ struct Api<'a> {
     token: Option<String>,
 }
 
-impl Api<'_> {
+impl<'a> Api<'a> {
+    /// The API as `person`, with a `staff:admin` token from the app flow.
+    async fn signed_in_as(app: &'a TestApp, person: &Person) -> Api<'a> {
+        Api {
+            app,
+            token: Some(admin_token(app, &app.signed_in(person).await).await),
+        }
+    }
+
     async fn call(
         &self,
         method: reqwest::Method,
@@ -182,10 +190,7 @@ async fn the_api_applies_the_same_policy_and_names_every_violation_as_json() {
     let agency = app.agency("Harbour Homes", false).await;
     let owner = app.person(&agency, "Olivia Owner", Role::Owner).await;
     let bob = app.person(&agency, "Bob Baker", Role::Staff).await;
-    let api = Api {
-        app: &app,
-        token: Some(admin_token(&app, &app.signed_in(&owner).await).await),
-    };
+    let api = Api::signed_in_as(&app, &owner).await;
     let (status, body) = api.reset(&bob, "password1").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["error"], "password_policy");
@@ -212,10 +217,7 @@ async fn staff_tokens_get_403_and_another_agencys_account_404() {
     let bob = app.person(&agency, "Bob Baker", Role::Staff).await;
     let stranger = app.person(&other, "Sam Stranger", Role::Staff).await;
 
-    let staff_api = Api {
-        app: &app,
-        token: Some(admin_token(&app, &app.signed_in(&bob).await).await),
-    };
+    let staff_api = Api::signed_in_as(&app, &bob).await;
     let (status, body) = staff_api
         .call(reqwest::Method::GET, "/api/v1/staff", None)
         .await;
@@ -225,10 +227,7 @@ async fn staff_tokens_get_403_and_another_agencys_account_404() {
         StatusCode::FORBIDDEN
     );
 
-    let owner_api = Api {
-        app: &app,
-        token: Some(admin_token(&app, &app.signed_in(&owner).await).await),
-    };
+    let owner_api = Api::signed_in_as(&app, &owner).await;
     let (status, body) = owner_api.reset(&stranger, "Password.1").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["error"], "not_found");
@@ -249,10 +248,7 @@ async fn staff_tokens_get_403_and_another_agencys_account_404() {
     );
 
     // A client administrator may not reset an owner, nor themselves through this route.
-    let admin_api = Api {
-        app: &app,
-        token: Some(admin_token(&app, &app.signed_in(&admin).await).await),
-    };
+    let admin_api = Api::signed_in_as(&app, &admin).await;
     assert_eq!(
         admin_api.reset(&owner, "Password.1").await.0,
         StatusCode::FORBIDDEN
@@ -366,10 +362,7 @@ async fn admins_list_and_add_staff_of_their_own_agency_only() {
     let admin = app.person(&agency, "Cleo Admin", Role::ClientAdmin).await;
     let bob = app.person(&agency, "Bob Baker", Role::Staff).await;
     let stranger = app.person(&other, "Bob Stranger", Role::Staff).await;
-    let api = Api {
-        app: &app,
-        token: Some(admin_token(&app, &app.signed_in(&owner).await).await),
-    };
+    let api = Api::signed_in_as(&app, &owner).await;
 
     let (status, body) = api
         .call(reqwest::Method::GET, "/api/v1/staff?q=bob", None)
@@ -421,10 +414,7 @@ async fn admins_list_and_add_staff_of_their_own_agency_only() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"], "invalid_request");
 
-    let admin_api = Api {
-        app: &app,
-        token: Some(admin_token(&app, &app.signed_in(&admin).await).await),
-    };
+    let admin_api = Api::signed_in_as(&app, &admin).await;
     let (status, _) = admin_api
         .call(reqwest::Method::POST, "/api/v1/staff", Some(json!({"email": format!("{}@harbour.example", unique("o.")), "name": "New Owner", "role": "owner"})))
         .await;
