@@ -724,3 +724,41 @@ async fn health_readiness_and_metrics_answer_for_machines() {
     );
     app.stop().await;
 }
+
+/// The session check answers from the session store alone: who the cookie belongs to,
+/// and 401 once it is gone or while only a password change is allowed.
+#[tokio::test]
+async fn s4_the_session_check_names_the_person_and_ends_with_the_session() {
+    let app = spawn_app().await;
+    let agency = app.agency("Harbour Homes", false).await;
+    let bob = app.person(&agency, "Bob Baker", Role::Staff).await;
+    assert_eq!(
+        app.browser().get("/session").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let browser = app.signed_in(&bob).await;
+    let check = browser.get("/session").await;
+    assert_status(&check, StatusCode::OK);
+    let body: serde_json::Value = serde_json::from_str(&check.body).unwrap();
+    assert_eq!(body["sub"], bob.id().as_str());
+    assert_eq!(body["amr"], serde_json::json!(["pwd"]));
+
+    browser.submit("/logout", &[]).await;
+    assert_eq!(
+        browser.get("/session").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let admin = app.person(&agency, "Olivia Owner", Role::Owner).await;
+    let admin_browser = app.signed_in(&admin).await;
+    app.admin_resets(&admin_browser, &bob, "Password.1").await;
+    let restricted = app.browser();
+    restricted.sign_in(&bob.email, "Password.1").await;
+    assert_eq!(
+        restricted.get("/session").await.status,
+        StatusCode::UNAUTHORIZED,
+        "a forced-change session is not a signed-in person yet"
+    );
+    app.stop().await;
+}
